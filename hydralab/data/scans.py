@@ -1,0 +1,150 @@
+"""Scans in memory and the set dataset that turns sampler tuples into model batches.
+
+Each scan is read with TorchIO and preprocessed once; what stays in memory is a (1, D, H, W)
+float tensor. Only the per-epoch augmentation runs when a sample is drawn.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+import torchio as tio
+from torch.utils.data import Dataset
+
+from hydralab.data.sampler import ZERO_SLOT
+from hydralab.data.table import DatasetError, ScanRecord
+
+
+@dataclass(frozen=True)
+class LoadedScan:
+    """A preprocessed scan held in memory."""
+
+    record: ScanRecord
+    data: torch.Tensor  # (1, D, H, W) float32
+    affine: torch.Tensor  # 4 x 4, after preprocessing
+    spacing: tuple[float, float, float]
+
+
+def read_nifti(path: Path) -> tuple[torch.Tensor, np.ndarray]:
+    """Read a NIfTI as TorchIO's (C, W, H, D) tensor with nibabel.
+
+    TorchIO's default SimpleITK reader silently turns NaN voxels into 0; nibabel keeps them, so
+    a corrupt scan is caught instead of trained on.
+    """
+    image = nib.load(path)
+    data = image.get_fdata(dtype=np.float32)
+    if data.ndim == 5 and data.shape[3] == 1:  # NIfTI keeps time as the 4th axis
+        data = data[:, :, :, 0, :]
+    data = data[np.newaxis] if data.ndim == 3 else np.moveaxis(data, -1, 0)
+    return torch.from_numpy(np.ascontiguousarray(data)), image.affine
+
+
+def load_scan(record: ScanRecord, preprocess: tio.Transform) -> LoadedScan:
+    """Read one NIfTI, check it is a usable 3D scan, and preprocess it; errors name the file."""
+    path = record.image
+    if not path.is_file():
+        raise DatasetError(f"scan of subject {record.subject!r} not found: {path}")
+    try:
+        image = tio.ScalarImage(path, reader=read_nifti)
+        image.load()
+    except (
+        OSError,
+        EOFError,
+        zlib.error,
+        gzip.BadGzipFile,
+        RuntimeError,
+        ValueError,
+        nib.filebasedimages.ImageFileError,
+    ) as error:
+        raise DatasetError(
+            f"cannot read scan {path} (subject {record.subject!r}): {error}"
+        ) from error
+    data = image.data
+    if data.ndim != 4 or data.shape[0] != 1:
+        raise DatasetError(
+            f"scan {path} has {data.shape[0]} volumes (a 4D image); hydralab needs one 3D volume"
+        )
+    if data.numel() == 0:
+        raise DatasetError(f"scan {path} is empty (shape {tuple(data.shape[1:])})")
+    if not torch.isfinite(data).all():
+        raise DatasetError(f"scan {path} contains NaN or infinite voxels")
+    subject = preprocess(tio.Subject(image=image))
+    out = subject["image"]
+    return LoadedScan(
+        record=record,
+        data=out.data.float().contiguous(),
+        affine=torch.as_tensor(out.affine),
+        spacing=tuple(float(s) for s in out.spacing),
+    )
+
+
+def check_same_shape(scans: Sequence[LoadedScan]) -> tuple[int, int, int]:
+    """Scans batched together must share one shape; say which scan differs and what to set."""
+    shape = tuple(scans[0].data.shape[1:])
+    for scan in scans[1:]:
+        if tuple(scan.data.shape[1:]) != shape:
+            raise DatasetError(
+                f"scan {scan.record.image} has shape {tuple(scan.data.shape[1:])} but "
+                f"{scans[0].record.image} has {shape}; set data.shape to crop/pad all scans "
+                "to one shape"
+            )
+    return shape
+
+
+class SetDataset(Dataset):
+    """Map a tuple of scan indices (``ZERO_SLOT`` for empty slots) to one virtual sample.
+
+    Returns ``images`` (K, 1, D, H, W), per-slot ``labels`` (K,) and ``zero`` flags (K,), the
+    ``set_label`` (their sum) and the scan ``index`` per slot (-1 for zero slots). Zero slots are
+    all-zero images with label 0; the augmentation applies only to real scans.
+    """
+
+    def __init__(self, scans: Sequence[LoadedScan], augment: tio.Transform | None = None) -> None:
+        if not scans:
+            raise DatasetError("a set dataset needs at least one scan")
+        self.scans = list(scans)
+        self.augment = augment
+        self.shape = check_same_shape(self.scans)
+
+    def __len__(self) -> int:
+        return len(self.scans)
+
+    def image(self, index: int) -> torch.Tensor:
+        scan = self.scans[index]
+        if self.augment is None:
+            return scan.data
+        image = tio.ScalarImage(tensor=scan.data, affine=scan.affine)
+        return self.augment(tio.Subject(image=image))["image"].data.float()
+
+    def __getitem__(self, slots: int | Sequence[int]) -> dict[str, torch.Tensor]:
+        slots = (slots,) if isinstance(slots, int) else tuple(slots)
+        zero = torch.tensor([i == ZERO_SLOT for i in slots])
+        images = torch.zeros((len(slots), 1, *self.shape))
+        labels = torch.zeros(len(slots))
+        for slot, index in enumerate(slots):
+            if index != ZERO_SLOT:
+                images[slot] = self.image(index)
+                labels[slot] = self.scans[index].record.label
+        return {
+            "images": images,
+            "labels": labels,
+            "zero": zero,
+            "set_label": labels.sum(),
+            "index": torch.tensor(slots, dtype=torch.long),
+        }
+
+
+def discover_images(folder: Path) -> list[ScanRecord]:
+    """All NIfTI files of a folder as unlabelled records (label NaN), for prediction."""
+    paths = sorted(p for p in folder.iterdir() if p.name.endswith((".nii", ".nii.gz")))
+    if not paths:
+        raise DatasetError(f"no NIfTI files (*.nii, *.nii.gz) in {folder}")
+    names = [p.name.removesuffix(".gz").removesuffix(".nii") for p in paths]
+    return [ScanRecord(n, p, float("nan"), None) for n, p in zip(names, paths, strict=True)]

@@ -1,0 +1,163 @@
+"""The dataset table: one row per scan (image path, global label, split), validated before training.
+
+A dataset is a CSV with columns ``image`` (a NIfTI path, relative to the CSV) and ``label``
+(float), optional ``split`` (train/val/test) and ``subject``. Every problem is reported with the
+file, the row and the column, before a single scan is loaded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SPLITS = ("train", "val", "test")
+REQUIRED_COLUMNS = ("image", "label")
+
+
+class DatasetError(ValueError):
+    """A dataset CSV or one of its scans cannot be used; the message names the culprit."""
+
+
+@dataclass(frozen=True)
+class ScanRecord:
+    """One scan of the table: where it is, what it is called, what it measures."""
+
+    subject: str
+    image: Path
+    label: float
+    split: str | None
+
+
+def read_table(csv_path: str | Path, *, labels_required: bool = True) -> list[ScanRecord]:
+    """Read and validate a dataset CSV; paths are resolved against the CSV's folder.
+
+    For prediction the labels may be absent (``labels_required=False``): they become NaN.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DatasetError(f"dataset CSV not found: {csv_path}")
+    try:
+        # utf-8-sig strips the byte-order mark that spreadsheet programs put before the header.
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise DatasetError(f"{csv_path}: not a readable CSV ({error})") from error
+    frame.columns = [str(column).strip() for column in frame.columns]
+    required = REQUIRED_COLUMNS if labels_required else ("image",)
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        raise DatasetError(
+            f"{csv_path}: missing column(s) {missing}; found {list(frame.columns)}. "
+            "A dataset CSV needs 'image' (NIfTI path relative to the CSV) and 'label'."
+        )
+    if frame.empty:
+        raise DatasetError(f"{csv_path}: no rows")
+    if "label" not in frame.columns:
+        frame["label"] = ""
+    records = [_parse_row(csv_path, line, row, labels_required) for line, row in _rows(frame)]
+    _check_unique_subjects(csv_path, records)
+    return records
+
+
+def _rows(frame: pd.DataFrame):
+    # Row numbers as a spreadsheet shows them: the header is line 1.
+    for index, row in enumerate(frame.to_dict("records")):
+        yield index + 2, row
+
+
+def _parse_row(csv_path: Path, line: int, row: dict[str, str], labels_required: bool) -> ScanRecord:
+    where = f"{csv_path}, line {line}"
+    image_text = row["image"].strip()
+    if not image_text:
+        raise DatasetError(f"{where}: empty 'image'")
+    image = Path(image_text)
+    if not image.is_absolute():
+        image = csv_path.parent / image
+    if not labels_required and not row["label"].strip():
+        row = {**row, "label": "nan"}
+    try:
+        label = float(row["label"])
+    except ValueError:
+        raise DatasetError(f"{where}: label {row['label']!r} is not a number") from None
+    if labels_required and not math.isfinite(label):
+        raise DatasetError(f"{where}: label is {label}; labels must be finite numbers")
+    split = row.get("split", "").strip().lower() or None
+    if split is not None and split not in SPLITS:
+        raise DatasetError(f"{where}: split {row['split']!r} is not one of {SPLITS}")
+    subject = row.get("subject", "").strip() or _subject_from_path(image)
+    return ScanRecord(subject=subject, image=image, label=label, split=split)
+
+
+def _subject_from_path(image: Path) -> str:
+    name = image.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return image.stem
+
+
+def _check_unique_subjects(csv_path: Path, records: Sequence[ScanRecord]) -> None:
+    seen: set[str] = set()
+    for record in records:
+        if record.subject in seen:
+            raise DatasetError(f"{csv_path}: subject {record.subject!r} appears more than once")
+        seen.add(record.subject)
+
+
+def assign_splits(
+    records: Sequence[ScanRecord], val_fraction: float, test_fraction: float, seed: int
+) -> list[ScanRecord]:
+    """Give every record a split: keep the CSV's own, or draw a seeded one when it has none.
+
+    A CSV either has a split for every row or for none; mixing would make the drawn split depend
+    on which rows happen to be labelled.
+    """
+    with_split = [record.split is not None for record in records]
+    if all(with_split):
+        return list(records)
+    if any(with_split):
+        raise DatasetError("the 'split' column is filled for some rows but not all")
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise DatasetError(
+            f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) "
+            "and leave room for training scans"
+        )
+    order = np.random.default_rng(seed).permutation(len(records))
+    n_val = round(val_fraction * len(records))
+    n_test = round(test_fraction * len(records))
+    splits = np.full(len(records), "train", dtype=object)
+    splits[order[:n_val]] = "val"
+    splits[order[n_val : n_val + n_test]] = "test"
+    return [
+        ScanRecord(r.subject, r.image, r.label, str(s))
+        for r, s in zip(records, splits, strict=True)
+    ]
+
+
+def select_training_subset(
+    records: Sequence[ScanRecord], n_train: int | None, seed: int
+) -> list[ScanRecord]:
+    """Pick ``n_train`` training scans spread evenly over the label range, reproducibly.
+
+    The paper shrank its training set keeping a pseudo-uniform label distribution, so that a
+    learning curve compares like with like. Scans are sorted by label and cut into ``n_train``
+    quantile bins of (nearly) equal size; one scan is drawn at random from each bin.
+    """
+    if n_train is None or n_train == len(records):
+        return list(records)
+    if n_train < 1:
+        raise DatasetError(f"n_train must be >= 1, got {n_train}")
+    if n_train > len(records):
+        raise DatasetError(
+            f"n_train={n_train} is larger than the train split ({len(records)} scans)"
+        )
+    rng = np.random.default_rng(seed)
+    # Ties are broken by subject so the order (and the draw) does not depend on the CSV's order.
+    by_label = sorted(records, key=lambda record: (record.label, record.subject))
+    bins = np.array_split(np.arange(len(by_label)), n_train)
+    picked = [by_label[int(rng.choice(bin_))] for bin_ in bins]
+    return sorted(picked, key=lambda record: record.subject)

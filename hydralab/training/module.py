@@ -1,0 +1,169 @@
+"""HydraModule: trains the shared base regressor as a baseline or as Hydranet, evaluates per scan.
+
+The only difference between the methods is the training target: Hydranet computes the loss once on
+the sum of the K slot predictions against the sum of the K labels (see ``SetSumRegressor``); the
+baseline is the same code with K = 1. Evaluation is always per scan, with the method's inference
+rule, and reports MSE, MAE, ICC(3,1), ICC(2,1) and Pearson r.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hydralab.data.sampler import validate_k_p
+from hydralab.models.regressor import BaseRegressor
+from hydralab.models.setsum import SetSumRegressor
+from hydralab.training.metrics import agreement_metrics
+
+Loss = Literal["mse", "mae"]
+LabelScale = float | Literal["mean", "std"]
+LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss}
+
+
+class HydraModule(pl.LightningModule):
+    """The training loop's view of a baseline or Hydranet regressor.
+
+    Args:
+        regressor: the base regressor f, shared by all K slots (default: ``BaseRegressor()``).
+        method: ``baseline`` or ``hydranet``; the data module is linked to the same value.
+        k: scans per virtual sample (1 for the baseline).
+        p: probability of a zero slot (used by the data module; recorded here with the run).
+        loss: ``mse`` or ``mae``, computed once per set on the summed prediction.
+        zero_mode: ``paper`` (inference f(x) + (K-1) f(0)) or ``anchored`` (f(x) - f(0)).
+        label_scale: divide labels by this constant while training (predictions are scaled
+            back); ``mean`` or ``std`` take it from the training labels. Stored in checkpoints.
+        optimizer: a ``torch.optim`` class name; Adadelta (lr 1.0, rho 0.95) is the paper's.
+        lr: learning rate.
+        optimizer_kwargs: further optimiser arguments (default ``{"rho": 0.95}`` for Adadelta).
+        lr_schedule: ``none`` or ``cosine`` (annealed over the trainer's total steps).
+    """
+
+    def __init__(
+        self,
+        regressor: nn.Module | None = None,
+        method: Literal["baseline", "hydranet"] = "baseline",
+        k: int = 1,
+        p: float = 0.0,
+        loss: Loss = "mse",
+        zero_mode: Literal["paper", "anchored"] = "paper",
+        label_scale: LabelScale = 1.0,
+        optimizer: str = "Adadelta",
+        lr: float = 1.0,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        lr_schedule: Literal["none", "cosine"] = "none",
+    ) -> None:
+        super().__init__()
+        if method not in ("baseline", "hydranet"):
+            raise ValueError(f"model.method must be 'baseline' or 'hydranet', got {method!r}")
+        validate_k_p(k, p)
+        if method == "baseline" and (k != 1 or p != 0):
+            raise ValueError(f"the baseline uses k=1 and p=0, got k={k}, p={p}")
+        if loss not in LOSSES:
+            raise ValueError(f"model.loss must be one of {sorted(LOSSES)}, got {loss!r}")
+        if not hasattr(torch.optim, optimizer):
+            raise ValueError(f"model.optimizer {optimizer!r} is not a torch.optim class")
+        if isinstance(label_scale, str) and label_scale not in ("mean", "std"):
+            raise ValueError(
+                f"model.label_scale must be a number, 'mean' or 'std', got {label_scale!r}"
+            )
+        if isinstance(label_scale, (int, float)) and not label_scale > 0:
+            raise ValueError(f"model.label_scale must be positive, got {label_scale}")
+        self.save_hyperparameters(ignore=["regressor"])
+        self.model = SetSumRegressor(regressor or BaseRegressor(), k=k, zero_mode=zero_mode)
+        self.loss_fn = LOSSES[loss]
+        scale = 1.0 if isinstance(label_scale, str) else float(label_scale)
+        # A buffer, so the scale learnt from the training labels travels with the checkpoint.
+        self.register_buffer("label_scale", torch.tensor(scale))
+        self._outputs: dict[str, list[dict[str, torch.Tensor]]] = {}
+        self.last_predictions: dict[str, dict[str, np.ndarray]] = {}
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        mode = self.hparams.label_scale
+        if stage != "fit" or not isinstance(mode, str):
+            return
+        labels = torch.tensor([s.record.label for s in self.trainer.datamodule.scans["train"]])
+        value = labels.abs().mean() if mode == "mean" else labels.std()
+        if not value > 0:
+            raise ValueError(f"label_scale={mode!r} is {float(value)} on the training labels")
+        self.label_scale.fill_(float(value))
+
+    def configure_optimizers(self) -> Any:
+        kwargs = self.hparams.optimizer_kwargs
+        if kwargs is None:
+            kwargs = {"rho": 0.95} if self.hparams.optimizer == "Adadelta" else {}
+        optimizer_cls = getattr(torch.optim, self.hparams.optimizer)
+        optimizer = optimizer_cls(self.parameters(), lr=self.hparams.lr, **kwargs)
+        if self.hparams.lr_schedule == "none":
+            return optimizer
+        total = self.trainer.estimated_stepping_batches
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(total)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # -- training -------------------------------------------------------------------------------
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        prediction, _ = self.model.forward_sets(batch["images"], batch["zero"])
+        loss = self.loss_fn(prediction, batch["set_label"].float() / self.label_scale)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss became {loss.item()} at step {self.global_step}; lower model.lr "
+                "or set model.label_scale"
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["images"].shape[0])
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        # How far f(0) drifts matters: in paper mode it adds (K-1) f(0) to every prediction.
+        shape = self.trainer.datamodule.scans["train"][0].data.shape
+        self.log("train/f0", self.model.zero_value(tuple(shape)) * self.label_scale)
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    def predict_scans(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-scan predictions in label units for a (B, 1, C, D, H, W) evaluation batch."""
+        return self.model.predict_scans(images[:, 0]) * self.label_scale
+
+    def _evaluate(self, split: str, batch: dict[str, torch.Tensor]) -> None:
+        self._outputs.setdefault(split, []).append(
+            {
+                "index": batch["index"][:, 0].cpu(),
+                "label": batch["labels"][:, 0].float().cpu(),
+                "prediction": self.predict_scans(batch["images"]).float().cpu(),
+            }
+        )
+
+    def _evaluation_end(self, split: str) -> None:
+        outputs = self._outputs.pop(split, [])
+        if not outputs:
+            return
+        arrays = {key: torch.cat([o[key] for o in outputs]).numpy() for key in outputs[0]}
+        self.last_predictions[split] = arrays
+        if len(arrays["label"]) < 2:
+            return  # agreement needs at least two scans (Lightning's sanity check has fewer)
+        metrics = agreement_metrics(arrays["prediction"], arrays["label"])
+        self.log_dict({f"{split}/{name}": float(value) for name, value in metrics.items()})
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._evaluation_end("val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._evaluation_end("test")
+
+    def predict_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int
+    ) -> dict[str, torch.Tensor]:
+        return {"index": batch["index"][:, 0], "prediction": self.predict_scans(batch["images"])}

@@ -1,0 +1,354 @@
+"""Experiment tracking with Weights & Biases, offline unless asked otherwise.
+
+Runs are written to ``<save_dir>/wandb/`` and need no account or network; ``wandb sync`` uploads
+them later. :func:`read_offline_run` reads a run back from its transaction log (``run-<id>.wandb``)
+so reports and tests can check what was logged without a W&B server.
+
+The log is the LevelDB log format (32 KiB blocks of checksummed chunks behind a 7-byte ``:W&B``
+header) holding one ``wandb_internal_pb2.Record`` protobuf per record. wandb >= 0.2x no longer
+ships a Python reader for it (only ``wandb leet inspect``, which runs the Go core in a
+subprocess), so this module decodes the framing itself and lets wandb's protobuf classes parse the
+records: in-process, and checked in the tests against ``wandb leet inspect --summary --json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import WandbLogger
+
+if TYPE_CHECKING:
+    from wandb.proto.wandb_internal_pb2 import Record
+
+Mode = Literal["offline", "online", "disabled"]
+MODES: tuple[str, ...] = get_args(Mode)
+
+STEP_METRIC = "trainer/global_step"
+"""The x axis Lightning's WandbLogger logs every metric against."""
+
+
+def make_wandb_logger(
+    save_dir: Path,
+    *,
+    project: str,
+    name: str | None = None,
+    group: str | None = None,
+    job_type: str | None = None,
+    tags: Sequence[str] = (),
+    mode: Mode = "offline",
+    config: Mapping[str, Any] | None = None,
+) -> WandbLogger:
+    """A Lightning WandbLogger writing under ``save_dir/wandb``; the run starts on first use.
+
+    ``mode`` is handed to ``wandb.init`` rather than set through Lightning's ``offline=True``,
+    which would overwrite ``WANDB_MODE`` in ``os.environ`` for the rest of the process.
+    ``online`` takes the API key from ``WANDB_API_KEY`` only, so no key is ever written into a
+    config or a file by hydralab.
+
+    Raises:
+        ValueError: an unknown ``mode``; ``online`` without ``WANDB_API_KEY``; a config key
+            that looks like a credential.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown W&B mode {mode!r}; expected one of {', '.join(MODES)}")
+    if mode == "online" and not os.environ.get("WANDB_API_KEY"):
+        raise ValueError(
+            "W&B mode 'online' needs the WANDB_API_KEY environment variable "
+            "(or use mode 'offline' and `wandb sync` the run later)"
+        )
+    config = dict(config or {})
+    _reject_credentials(config)
+    save_dir = Path(save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    logger = WandbLogger(
+        save_dir=os.fspath(save_dir),
+        project=project,
+        name=name,
+        group=group,
+        job_type=job_type,
+        tags=[tags] if isinstance(tags, str) else list(tags),
+        config=config,
+        mode=mode,
+    )
+    # Lightning always passes `anonymous=None`, which current wandb warns about on every run;
+    # the setting has no effect, so leave it out of wandb.init's arguments.
+    init_kwargs = getattr(logger, "_wandb_init", {})
+    if init_kwargs.get("anonymous", "absent") is None:
+        del init_kwargs["anonymous"]
+    return logger
+
+
+class WandbSummaryCallback(pl.Callback):
+    """Make the W&B run summary keep each metric's best value rather than its last one.
+
+    Without this, a run's summary (what the W&B table and sweep comparisons show) is the value of
+    the final epoch. On fit start, every WandbLogger of the trainer gets ``define_metric`` calls:
+    metrics in ``max`` keep their maximum, those in ``min`` their minimum.
+
+    Args:
+        max: metrics where higher is better.
+        min: metrics where lower is better.
+    """
+
+    def __init__(
+        self,
+        max: Sequence[str] = ("val/icc_c1",),
+        min: Sequence[str] = ("val/mse",),
+    ) -> None:
+        self.max = (max,) if isinstance(max, str) else tuple(max)
+        self.min = (min,) if isinstance(min, str) else tuple(min)
+        both = set(self.max) & set(self.min)
+        if both:
+            raise ValueError(f"metrics {sorted(both)} are listed under both max and min")
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                self.define_summaries(logger.experiment)
+
+    def define_summaries(self, experiment: Any) -> None:
+        """Declare the summaries on one run (or Lightning's no-op experiment off rank zero)."""
+        for goal, names in (("max", self.max), ("min", self.min)):
+            for name in names:
+                # Naming a metric replaces the glob definition Lightning made for "*", so
+                # keep its x axis explicitly.
+                experiment.define_metric(
+                    name, summary=goal, step_metric=STEP_METRIC, step_sync=True
+                )
+
+
+def finish_wandb(exit_code: int | None = None) -> None:
+    """Finish the active W&B run, if any, so the next run in this process starts clean.
+
+    Safe to call always, typically in a ``finally`` block: it does nothing when no run is active
+    (without importing wandb if nothing did), and a failure to finish is reported as a warning
+    rather than raised, so it never hides the exception that brought the caller there.
+    """
+    wandb = sys.modules.get("wandb")
+    if wandb is None or getattr(wandb, "run", None) is None:
+        return
+    try:
+        wandb.finish(exit_code=exit_code)
+    except Exception as error:
+        warnings.warn(f"wandb.finish() failed: {error!r}", RuntimeWarning, stacklevel=2)
+
+
+def local_run_dirs(save_dir: Path) -> list[Path]:
+    """Run folders under ``save_dir/wandb`` (offline and synced-online), oldest first."""
+    wandb_dir = Path(save_dir) / "wandb"
+    runs = [p for p in wandb_dir.glob("*run-*-*") if p.is_dir() and not p.is_symlink()]
+    # <prefix>run-<YYYYmmdd_HHMMSS>-<id>: order by the timestamp whatever the prefix.
+    return sorted(runs, key=lambda p: (p.name.rsplit("-", 2)[-2], p.name))
+
+
+def read_offline_run(run_dir: Path) -> dict[str, Any]:
+    """Read a run back from its local transaction log.
+
+    Args:
+        run_dir: a run folder (``<save_dir>/wandb/offline-run-<date>-<id>``, or
+            ``latest-run``) or its ``run-<id>.wandb`` file.
+
+    Returns:
+        ``{"summary": {...}, "history": [row, ...], "config": {...}, "run": {...}}``.
+        ``summary`` is the run summary as wandb recorded it, so a metric declared through
+        :class:`WandbSummaryCallback` appears as e.g. ``{"max": 0.9}``. Should a log hold no
+        summary records (another wandb version), it is rebuilt from the history: the last value
+        of each key, and min/max/mean/first/last for declared metrics. ``history`` holds one
+        dict per logged step, nested keys joined with ``.``. ``run`` holds ``id``, ``name``,
+        ``project``, ``group``, ``job_type``, ``tags`` and ``exit_code`` (``None`` while the
+        run has not exited, or if it was killed). wandb's internal ``_wandb`` entries are left
+        out.
+
+    Raises:
+        FileNotFoundError: no ``run-*.wandb`` file there.
+        ValueError: the file is not a W&B transaction log, or a record cannot be decoded.
+    """
+    return _fold_records(_read_records(_find_log(Path(run_dir))))
+
+
+# --------------------------------------------------------------------------------------------
+# Transaction log reading
+
+
+_BLOCK_SIZE = 32 * 1024
+_HEADER = struct.Struct("<4sHB")  # ident, magic, version
+_CHUNK_HEADER = struct.Struct("<IHB")  # masked crc32c, length, chunk type
+_IDENT, _MAGIC, _VERSION = b":W&B", 0xBEE1, 0
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def _find_log(run_dir: Path) -> Path:
+    if run_dir.is_file():
+        return run_dir
+    logs = sorted(run_dir.glob("run-*.wandb"))
+    if len(logs) != 1:
+        found = ", ".join(p.name for p in logs) or "none"
+        raise FileNotFoundError(f"expected one run-*.wandb file in {run_dir}, found {found}")
+    return logs[0]
+
+
+def _read_records(path: Path) -> Iterator[Record]:
+    """Yield the records of a transaction log, stopping quietly at a torn last record."""
+    from google.protobuf.message import DecodeError
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    data = path.read_bytes()
+    if len(data) < _HEADER.size or _HEADER.unpack_from(data) != (_IDENT, _MAGIC, _VERSION):
+        raise ValueError(
+            f"{path} is not a W&B transaction log this reader knows (header {data[:7]!r}); "
+            "`wandb leet inspect --json` may still read it"
+        )
+    position, pending = _HEADER.size, bytearray()
+    while True:
+        left_in_block = _BLOCK_SIZE - position % _BLOCK_SIZE
+        if left_in_block < _CHUNK_HEADER.size:  # trailer padding: chunks never straddle blocks
+            position += left_in_block
+            continue
+        if position + _CHUNK_HEADER.size > len(data):
+            return
+        _, length, kind = _CHUNK_HEADER.unpack_from(data, position)
+        start = position + _CHUNK_HEADER.size
+        position = start + length
+        if kind == 0:  # zero-filled, preallocated space: nothing more in this block
+            position = start - _CHUNK_HEADER.size + left_in_block
+            continue
+        if position > len(data):  # the writer was interrupted mid-record
+            return
+        chunk = data[start:position]
+        if kind in (_FULL, _FIRST):
+            pending = bytearray(chunk)
+        elif kind in (_MIDDLE, _LAST):
+            pending += chunk
+        else:
+            raise ValueError(f"{path}: unknown chunk type {kind} at byte {start}")
+        if kind in (_FIRST, _MIDDLE):
+            continue
+        record = Record()
+        try:
+            record.ParseFromString(bytes(pending))
+        except DecodeError as error:
+            raise ValueError(f"{path}: cannot decode the record ending at {position}") from error
+        yield record
+
+
+def _fold_records(records: Iterator[Record]) -> dict[str, Any]:
+    """Replay the records into the run's final config and summary, and its history rows."""
+    config: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    history: list[dict[str, Any]] = []
+    declared: dict[str, list[str]] = {}
+    saw_summary = False
+    run: dict[str, Any] = {"exit_code": None}
+    for record in records:
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            r = record.run
+            run.update(
+                id=r.run_id,
+                name=r.display_name,
+                project=r.project,
+                group=r.run_group or None,
+                job_type=r.job_type or None,
+                tags=list(r.tags),
+            )
+            _apply(config, r.config.update, ())
+        elif kind == "config":
+            _apply(config, record.config.update, record.config.remove)
+        elif kind == "summary":
+            saw_summary = True
+            _apply(summary, record.summary.update, record.summary.remove)
+        elif kind == "history":
+            history.append(
+                {".".join(_path(item)): _history_value(item) for item in record.history.item}
+            )
+        elif kind == "metric" and record.metric.name:
+            options = record.metric.summary
+            wanted = [f for f in ("min", "max", "mean", "first", "last") if getattr(options, f)]
+            if wanted:
+                declared[record.metric.name] = wanted
+        elif kind == "exit":
+            run["exit_code"] = record.exit.exit_code
+    if not saw_summary:
+        summary = _summary_from_history(history, declared)
+    for mapping in (config, summary):
+        mapping.pop("_wandb", None)
+    return {"summary": summary, "history": history, "config": config, "run": run}
+
+
+def _path(item: Any) -> list[str]:
+    return list(item.nested_key) or [item.key]
+
+
+def _apply(target: dict[str, Any], updates: Any, removals: Any) -> None:
+    """Apply config or summary items (a key, or a nested key path, and a JSON value)."""
+    for item in updates:
+        _set_path(target, _path(item), json.loads(item.value_json))
+    for item in removals:
+        *parents, leaf = _path(item)
+        node: Any = target
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+
+
+def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
+    for key in path[:-1]:
+        if not isinstance(target.get(key), dict):
+            target[key] = {}
+        target = target[key]
+    target[path[-1]] = value
+
+
+def _history_value(item: Any) -> Any:
+    """A history value: typed (newer wandb) or JSON text (``value_json``)."""
+    case = item.WhichOneof("value")
+    if case is None:
+        return json.loads(item.value_json) if item.value_json else None
+    if case == "none":
+        return None
+    if case == "json":
+        return json.loads(item.json)
+    return getattr(item, case)
+
+
+def _summary_from_history(
+    history: list[dict[str, Any]], declared: Mapping[str, Sequence[str]]
+) -> dict[str, Any]:
+    """What wandb's summary would hold: last values, or the declared aggregates."""
+    summary: dict[str, Any] = {}
+    for row in history:
+        summary.update(row)
+    for name, aggregates in declared.items():
+        values = [row[name] for row in history if isinstance(row.get(name), int | float)]
+        if not values:
+            continue
+        computed = {
+            "min": min(values),
+            "max": max(values),
+            "mean": sum(values) / len(values),
+            "first": values[0],
+            "last": values[-1],
+        }
+        summary[name] = {aggregate: computed[aggregate] for aggregate in aggregates}
+    return summary
+
+
+def _reject_credentials(config: Mapping[str, Any], prefix: str = "") -> None:
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if any(word in str(key).lower() for word in ("api_key", "apikey", "password", "secret")):
+            raise ValueError(
+                f"config key {path!r} looks like a credential; W&B keys belong in the "
+                "WANDB_API_KEY environment variable, never in a logged config"
+            )
+        if isinstance(value, Mapping):
+            _reject_credentials(value, f"{path}.")

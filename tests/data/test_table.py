@@ -1,0 +1,111 @@
+"""Reading and validating dataset CSVs, splits and the label-stratified training subset."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hydralab.data.table import (
+    DatasetError,
+    ScanRecord,
+    assign_splits,
+    read_table,
+    select_training_subset,
+)
+
+
+def test_reads_paths_relative_to_the_csv(tiny_csv: Path):
+    records = read_table(tiny_csv)
+    assert len(records) == 16
+    assert all(r.image.is_file() for r in records)
+    assert {r.split for r in records} == {"train", "val", "test"}
+    assert records[0].subject == "s00"
+
+
+def _csv(tmp_path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path = tmp_path / "table.csv"
+    path.write_text(text, encoding=encoding)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("label\n1\n", r"missing column\(s\) \['image'\]"),
+        ("image\na.nii\n", r"missing column\(s\) \['label'\]"),
+        ("image,label\na.nii,nan\n", "line 2: label is nan"),
+        ("image,label\na.nii,1\nb.nii,inf\n", "line 3: label is inf"),
+        ("image,label\na.nii,three\n", "line 2: label 'three' is not a number"),
+        ("image,label\n,1\n", "line 2: empty 'image'"),
+        ("image,label,split\na.nii,1,training\n", "line 2: split 'training'"),
+        ("image,label,subject\na.nii,1,x\nb.nii,2,x\n", "subject 'x' appears more than once"),
+        ("image,label\n", "no rows"),
+    ],
+)
+def test_bad_tables_name_the_culprit(tmp_path: Path, text: str, message: str):
+    with pytest.raises(DatasetError, match=message):
+        read_table(_csv(tmp_path, text))
+
+
+def test_missing_csv_is_named(tmp_path: Path):
+    with pytest.raises(DatasetError, match="dataset CSV not found: .*nope.csv"):
+        read_table(tmp_path / "nope.csv")
+
+
+def test_byte_order_mark_is_ignored(tmp_path: Path):
+    records = read_table(_csv(tmp_path, "image,label\na.nii,1\n", encoding="utf-8-sig"))
+    assert records[0].label == 1.0
+
+
+def test_labels_optional_for_prediction(tmp_path: Path):
+    records = read_table(_csv(tmp_path, "image\na.nii\n"), labels_required=False)
+    assert np.isnan(records[0].label)
+
+
+def _records(labels, split=None):
+    return [
+        ScanRecord(f"s{i:03d}", Path(f"s{i}.nii"), float(y), split) for i, y in enumerate(labels)
+    ]
+
+
+def test_seeded_split_when_the_csv_has_none():
+    records = _records(range(50))
+    a = assign_splits(records, 0.2, 0.3, seed=1)
+    b = assign_splits(records, 0.2, 0.3, seed=1)
+    c = assign_splits(records, 0.2, 0.3, seed=2)
+    counts = pd.Series([r.split for r in a]).value_counts().to_dict()
+    assert counts == {"train": 25, "test": 15, "val": 10}
+    assert a == b
+    assert a != c
+
+
+def test_partial_split_column_is_rejected():
+    records = _records(range(3))
+    records[0] = ScanRecord("s000", Path("a"), 0.0, "train")
+    with pytest.raises(DatasetError, match="some rows but not all"):
+        assign_splits(records, 0.2, 0.2, seed=0)
+
+
+def test_training_subset_spreads_over_the_label_range():
+    rng = np.random.default_rng(0)
+    labels = np.concatenate([rng.uniform(0, 10, 40), rng.uniform(90, 100, 10)])  # skewed
+    picked = select_training_subset(_records(labels), 10, seed=0)
+    values = np.sort([r.label for r in picked])
+    assert len({r.subject for r in picked}) == 10
+    # One scan per label-decile: both the low bulk and the high tail are represented.
+    assert values[0] < 2 and values[-1] > 90
+    assert sum(v > 90 for v in values) == 2
+
+
+def test_training_subset_is_seeded_and_nested_sizes_differ():
+    records = _records(range(30))
+    assert select_training_subset(records, 12, 3) == select_training_subset(records, 12, 3)
+    assert select_training_subset(records, 12, 3) != select_training_subset(records, 12, 4)
+    assert select_training_subset(records, 30, 3) == records
+
+
+@pytest.mark.parametrize(("n", "message"), [(31, "larger than the train split"), (0, ">= 1")])
+def test_bad_n_train(n, message):
+    with pytest.raises(DatasetError, match=message):
+        select_training_subset(_records(range(30)), n, 0)
