@@ -48,21 +48,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _run(argv)
+        return _run(argv, from_command_line)
     except ValueError as error:
         # DatasetError and configuration errors name the culprit: show the message, not a trace.
         print(f"hydralab: error: {error}", file=sys.stderr)
         return 2
 
 
-def _run(argv: list[str]) -> int:
+def _run(argv: list[str], from_command_line: bool) -> int:
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from hydralab.training.runner import quiet_environment, run_cli
 
         quiet_environment()
-        run_cli(argv)
+        # LightningCLI reads sys.argv itself; passing it too would trigger its double-args warning.
+        run_cli(None if from_command_line else argv)
         return 0
     args = _parser().parse_args(argv)
     if args.command == "make-data":

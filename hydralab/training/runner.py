@@ -10,6 +10,8 @@ monitor, and, after ``fit``, a test of that best checkpoint.
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,9 +135,14 @@ class HydraCLI(LightningCLI):
 
 def run_cli(args: Sequence[str] | None = None) -> HydraCLI:
     """Run one ``fit | validate | test | predict`` command; W&B is finished whatever happens."""
+    argv = sys.argv
+    if args is not None:
+        # Called from Python (demo, sweeps): LightningCLI must not also look at our own argv.
+        sys.argv = argv[:1]
     try:
         return HydraCLI(args=list(args) if args is not None else None)
     finally:
+        sys.argv = argv
         finish_wandb()
 
 
@@ -143,3 +150,8 @@ def quiet_environment() -> None:
     """Defaults that keep offline W&B quiet and local; the user's environment wins."""
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_CONSOLE", "off")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
+    # The run folder is ours and already holds config.yaml when the CSV logger first writes.
+    warnings.filterwarnings(
+        "ignore", message="Experiment logs directory .* exists and is not empty"
+    )

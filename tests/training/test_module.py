@@ -1,0 +1,139 @@
+"""HydraModule: the loss on summed predictions, label scaling, evaluation metrics, bad settings."""
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from hydralab.data.datamodule import HydraDataModule
+from hydralab.training.metrics import agreement_metrics
+from hydralab.training.module import HydraModule
+
+
+def _batch(k: int, zero: list[list[bool]]) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    zero_mask = torch.tensor(zero)
+    images = torch.rand(len(zero), k, 1, 8, 8, 8) * (~zero_mask)[..., None, None, None, None]
+    labels = torch.rand(len(zero), k) * 10 * ~zero_mask
+    return {"images": images, "zero": zero_mask, "labels": labels, "set_label": labels.sum(1)}
+
+
+def test_hydranet_loss_is_computed_once_on_the_summed_prediction():
+    module = HydraModule(method="hydranet", k=3, p=0.1)
+    batch = _batch(3, [[False, True, False], [False, False, False]])
+    loss = module.training_step(batch, 0)
+    f = module.model.base
+    per_slot = torch.stack(
+        [
+            torch.stack(
+                [
+                    f(batch["images"][b, s : s + 1])[0]
+                    if not batch["zero"][b, s]
+                    else f(torch.zeros(1, 1, 8, 8, 8))[0]
+                    for s in range(3)
+                ]
+            )
+            for b in range(2)
+        ]
+    )
+    expected = F.mse_loss(per_slot.sum(1), batch["set_label"])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # Not the mini-batch loss over the individual images:
+    per_image = F.mse_loss(per_slot[~batch["zero"]], batch["labels"][~batch["zero"]])
+    assert loss.item() != pytest.approx(per_image.item(), rel=1e-3)
+
+
+def test_mae_loss():
+    module = HydraModule(method="hydranet", k=2, loss="mae")
+    batch = _batch(2, [[False, False]])
+    prediction, _ = module.model.forward_sets(batch["images"], batch["zero"])
+    expected = (prediction - batch["set_label"]).abs().mean()
+    assert module.training_step(batch, 0).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_non_finite_loss_stops_with_a_clear_error():
+    module = HydraModule()
+    batch = _batch(1, [[False], [False]])
+    batch["set_label"] = torch.tensor([float("nan"), 1.0])
+    with pytest.raises(FloatingPointError, match="loss became nan"):
+        module.training_step(batch, 0)
+
+
+def _fit(
+    csv: Path, root: Path, validate: bool = True, **model_kwargs
+) -> tuple[HydraModule, HydraDataModule]:
+    kwargs = {"method": "hydranet", "k": 2, "p": 0.0, **model_kwargs}
+    data = HydraDataModule(
+        csv=str(csv), batch_size=4, **{k: kwargs[k] for k in ("method", "k", "p")}
+    )
+    module = HydraModule(**kwargs)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=root,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=data)
+    if validate:
+        trainer.validate(module, datamodule=data, verbose=False)
+    return module, data
+
+
+def test_label_scale_from_training_labels_and_predictions_in_label_units(tiny_csv: Path, tmp_path):
+    module, data = _fit(tiny_csv, tmp_path, label_scale="mean")
+    train_labels = torch.tensor([s.record.label for s in data.scans["train"]])
+    assert module.label_scale.item() == pytest.approx(train_labels.abs().mean().item())
+    # The scale is a buffer: it is saved with the weights.
+    assert "label_scale" in module.state_dict()
+    val = data.scans["val"]
+    images = torch.stack([s.data for s in val])[:, None]
+    with torch.no_grad():
+        raw = module.model.predict_scans(images[:, 0])
+    predictions = module.last_predictions["val"]["prediction"]
+    np.testing.assert_allclose(predictions, (raw * module.label_scale).numpy(), rtol=1e-5)
+
+
+def test_logged_validation_metrics_are_those_of_the_predictions(tiny_csv: Path, tmp_path):
+    module, data = _fit(tiny_csv, tmp_path)
+    arrays = module.last_predictions["val"]
+    assert len(arrays["label"]) == len(data.scans["val"])
+    np.testing.assert_array_equal(arrays["label"], [s.record.label for s in data.scans["val"]])
+    expected = agreement_metrics(arrays["prediction"], arrays["label"])
+    logged = module.trainer.callback_metrics
+    for name in ("mse", "mae", "icc_c1", "icc_a1", "pearson"):
+        assert logged[f"val/{name}"].item() == pytest.approx(expected[name], rel=1e-5, abs=1e-6)
+
+
+def test_f0_is_logged_each_training_epoch(tiny_csv: Path, tmp_path):
+    module, _ = _fit(tiny_csv, tmp_path, validate=False)
+    f0 = module.model.zero_value((1, 10, 10, 10))
+    assert module.trainer.callback_metrics["train/f0"].item() == pytest.approx(float(f0), rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"method": "both"}, "model.method"),
+        ({"loss": "huber"}, "model.loss"),
+        ({"optimizer": "Nope"}, "model.optimizer"),
+        ({"label_scale": "median"}, "model.label_scale"),
+        ({"label_scale": 0.0}, "model.label_scale must be positive"),
+        ({"method": "baseline", "k": 4}, "baseline uses k=1"),
+        ({"method": "hydranet", "k": 2, "p": 1.5}, "p "),
+    ],
+)
+def test_bad_settings_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        HydraModule(**kwargs)
+
+
+def test_default_optimizer_is_the_papers_adadelta():
+    module = HydraModule()
+    optimizer = module.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adadelta)
+    assert optimizer.defaults["lr"] == 1.0 and optimizer.defaults["rho"] == 0.95
