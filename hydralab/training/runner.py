@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
@@ -133,14 +133,21 @@ class HydraCLI(LightningCLI):
         self.test_metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
 
 
-def run_cli(args: Sequence[str] | None = None) -> HydraCLI:
-    """Run one ``fit | validate | test | predict`` command; W&B is finished whatever happens."""
+def run_cli(
+    args: Sequence[str] | None = None, callbacks: Sequence[Callback] = ()
+) -> HydraCLI:
+    """Run one ``fit | validate | test | predict`` command; W&B is finished whatever happens.
+
+    ``callbacks`` are added to the trainer's (e.g. a sweep's pruning callback, which holds a live
+    Optuna trial and so cannot come from a config).
+    """
     argv = sys.argv
     if args is not None:
         # Called from Python (demo, sweeps): LightningCLI must not also look at our own argv.
         sys.argv = argv[:1]
     try:
-        return HydraCLI(args=list(args) if args is not None else None)
+        defaults = {"callbacks": [TestPredictionsCSV(), *callbacks]}
+        return HydraCLI(args=list(args) if args is not None else None, trainer_defaults=defaults)
     finally:
         sys.argv = argv
         finish_wandb()
