@@ -2,7 +2,8 @@
 
 ``fit | validate | test | predict`` go to the Lightning CLI (``hydralab fit --help``);
 ``make-data`` writes the built-in synthetic datasets; ``demo`` trains a baseline and a Hydranet
-model on the same scans and prints both.
+model on the same scans and prints both; ``sweep`` runs or resumes an Optuna study from a sweep
+file (see :mod:`hydralab.sweeps`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,31 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", default="data/blobs", help="dataset folder (made if absent)")
     demo.add_argument("--configs", default="configs/blobs", help="folder with the two configs")
     demo.add_argument("--root", default="runs", help="where the runs go")
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="run or resume an Optuna study from a sweep file",
+        description="Run a sweep to completion, or resume it: finished trials are not rerun. "
+        "Start the same command on several machines with one --storage to share the work.",
+    )
+    sweep.add_argument("file", help="sweep file, e.g. sweeps/learning_curve.yaml")
+    sweep.add_argument(
+        "--storage",
+        help="SQLAlchemy URL (sqlite:///x.db, postgresql://user@host/db) or journal file "
+        "(journal:///abs/x.log or x.log); default $HYDRALAB_STORAGE, else OUT/STUDY/study.db",
+    )
+    sweep.add_argument("--study", help="study name (default: the file's `study`)")
+    sweep.add_argument("--n-trials", type=int, help="trials in total (default: the file's)")
+    sweep.add_argument("--workers", type=int, default=1, help="local worker processes")
+    sweep.add_argument("--out", default="runs/sweeps", help="sweeps folder (default runs/sweeps)")
+    sweep.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="add a fixed override (value read as YAML), e.g. --set trainer.max_steps=50; "
+        "part of the study's definition, so give it again to resume",
+    )
     return parser
 
 
@@ -86,7 +112,28 @@ def _run(argv: list[str], from_command_line: bool) -> int:
 
         run_demo(args.data, args.configs, args.root)
         return 0
+    if args.command == "sweep":
+        return _sweep(args)
     _parser().print_help()
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import yaml
+
+    from hydralab.sweeps.spec import load_spec
+
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key] = yaml.safe_load(value)
+    spec = load_spec(args.file).with_changes(args.study, args.n_trials, overrides)
+
+    from hydralab.sweeps.study import run_sweep
+
+    run_sweep(spec, out=args.out, storage_url=args.storage, workers=args.workers)
     return 0
 
 

@@ -47,6 +47,8 @@ class HydraDataModule(pl.LightningDataModule):
         n_train: how many training scans to use, picked evenly over the label range.
         replacement: draw sets with replacement instead of partitioning the scans each epoch.
         normalization: ``minmax`` (the paper), ``percentile`` or ``zscore``.
+        percentiles: the clipping range of ``percentile`` normalisation. Keep the upper one
+            below the share of lesion voxels, or the lesions still set the scale.
         spacing: resample to this voxel size (mm) first, if given.
         shape: crop/pad every scan to this shape, around ``crop_centre``.
         flip_axes, rotation, translation: augmentation (rotation in rad, translation in voxels).
@@ -67,6 +69,7 @@ class HydraDataModule(pl.LightningDataModule):
         n_train: int | None = None,
         replacement: bool = False,
         normalization: Normalization = "minmax",
+        percentiles: tuple[float, float] = (0.5, 99.5),
         spacing: float | None = None,
         shape: Sequence[int] | None = None,
         crop_centre: CropCentre = "mass",
@@ -107,7 +110,7 @@ class HydraDataModule(pl.LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.predict_path = predict_path
-        self._preprocess = preprocessing(normalization, spacing, shape, crop_centre)
+        self._preprocess = preprocessing(normalization, spacing, shape, crop_centre, percentiles)
         self._augment_args = {
             "flip_axes": flip_axes,
             "rotation": rotation,

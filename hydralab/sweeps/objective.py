@@ -1,0 +1,157 @@
+"""One trial: sampled values -> config overrides -> one Lightning ``fit`` -> the objective value.
+
+Each trial trains in its own folder, ``<sweep>/trials/trial-<number>/version_0``, with its own
+seed and its own W&B run (group = study, job type = method, tags = the sweep's plus the study
+and the trial), finished before the next trial starts. What a report needs later goes in the
+trial's user attributes:
+
+- ``config``: every key the trial set on top of the base config (after the baseline's k=1, p=0
+  and the batch-size rounding); ``seed``; ``output_dir`` (set before training, so a failed
+  trial's folder is findable);
+- ``run_dir``, ``best_checkpoint``, ``best_<metric>`` (e.g. ``best_val_icc_c1``, also the
+  trial's value), every test metric (``test_icc_c1``, ``test_icc_a1``, ``test_mse``, ...) and
+  ``test_predictions`` (the CSV of per-scan test predictions);
+- ``error``: why a failed trial failed (an exception, a NaN loss, a config the CLI rejected).
+
+A failure is re-raised so Optuna marks the trial FAIL; the worker catches it and goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from hydralab.sweeps.spec import SweepSpec
+from hydralab.training.callbacks import TEST_PREDICTIONS
+from hydralab.training.runner import HydraCLI, run_cli
+
+
+def attr_name(metric: str) -> str:
+    """A metric as a user-attribute name: ``val/icc_c1`` -> ``val_icc_c1``."""
+    return metric.replace("/", "_")
+
+
+def trial_dir(sweep_dir: Path, number: int) -> Path:
+    """The folder holding one trial's run (its ``version_0``)."""
+    return sweep_dir / "trials" / f"trial-{number:04d}"
+
+
+def cli_args(spec: SweepSpec, overrides: dict[str, Any], sweep_dir: Path, number: int) -> list[str]:
+    """The ``hydralab fit`` arguments of one trial; no storage URL or other secret goes in."""
+    tracking = {
+        "tracking.root": str(trial_dir(sweep_dir, number).parent),
+        "tracking.name": trial_dir(sweep_dir, number).name,
+        "tracking.group": spec.study,
+        "tracking.tags": [*spec.tags, f"study:{spec.study}", f"trial:{number}"],
+    }
+    values = {**overrides, **tracking}
+    return ["fit", f"--config={spec.base_config}"] + [
+        f"--{key}={_cli_value(value)}" for key, value in values.items()
+    ]
+
+
+def _cli_value(value: Any) -> str:
+    """A value as the Lightning CLI parses it (YAML): strings as written, the rest as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+class SweepObjective:
+    """The Optuna objective of a sweep: trains one model per trial, returns its best metric."""
+
+    def __init__(self, spec: SweepSpec, sweep_dir: Path) -> None:
+        self.spec = spec
+        self.sweep_dir = Path(sweep_dir)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = self.spec.sample(lambda dim: dim.suggest(trial))
+        # A trial retried after its worker died inherits the original's user attributes: the
+        # retry then reuses the original's seed and trains the same run again.
+        seed = params.get("seed", trial.user_attrs.get("seed", trial.number))
+        overrides = self.spec.trial_overrides(params, seed)
+        out = trial_dir(self.sweep_dir, trial.number)
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("config", overrides)
+        trial.set_user_attr("output_dir", str(out))
+        try:
+            cli = self._run(trial, cli_args(self.spec, overrides, self.sweep_dir, trial.number))
+            return self._record(trial, cli)
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+            raise
+
+    def _run(self, trial: optuna.Trial, args: list[str]) -> HydraCLI:
+        callbacks = []
+        if self.spec.pruning:
+            from optuna_integration import PyTorchLightningPruningCallback
+
+            callbacks.append(PyTorchLightningPruningCallback(trial, monitor=self.spec.metric))
+        with _stderr_tail() as tail:
+            try:
+                return run_cli(args, callbacks=callbacks)
+            except SystemExit as exit_:
+                # The Lightning CLI exits on a config it rejects; a sweep must not.
+                message = _last_error_line(tail.text) or f"exit code {exit_.code}"
+                raise ValueError(
+                    f"the Lightning CLI rejected the trial's config: {message}"
+                ) from None
+
+    def _record(self, trial: optuna.Trial, cli: HydraCLI) -> float:
+        """Store the run's outputs on the trial and return the best validation metric."""
+        assert cli.run_dir is not None
+        trial.set_user_attr("run_dir", str(cli.run_dir))
+        checkpoint = cli.trainer.checkpoint_callback
+        score = None if checkpoint is None else checkpoint.best_model_score
+        value = math.nan if score is None else float(score)
+        if checkpoint is not None and checkpoint.best_model_path:
+            trial.set_user_attr("best_checkpoint", checkpoint.best_model_path)
+        for name, metric in cli.test_metrics.items():
+            trial.set_user_attr(attr_name(name), float(metric))
+        predictions = cli.run_dir / TEST_PREDICTIONS
+        if predictions.is_file():
+            trial.set_user_attr("test_predictions", str(predictions))
+        if not math.isfinite(value):
+            raise ValueError(
+                f"no finite {self.spec.metric} was logged (got {value}); does validation run "
+                "within trainer.max_steps (trainer.check_val_every_n_epoch)?"
+            )
+        trial.set_user_attr(f"best_{attr_name(self.spec.metric)}", value)
+        return value
+
+
+class _StderrTail:
+    """Stands in for stderr: writes through, and keeps the last few KiB to report an exit."""
+
+    keep = 8192
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        self.text = (self.text + text)[-self.keep :]
+        return self.real.write(text)
+
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, flush...
+        return getattr(self.real, name)
+
+
+@contextlib.contextmanager
+def _stderr_tail() -> Iterator[_StderrTail]:
+    """Copy what is written to stderr (still shown) so an exit's message can be reported."""
+    tail = _StderrTail(sys.stderr)
+    with contextlib.redirect_stderr(tail):  # type: ignore[type-var]
+        yield tail
+
+
+def _last_error_line(text: str) -> str | None:
+    lines = [line for line in text.splitlines() if line.startswith("error:")]
+    return lines[-1].removeprefix("error:").strip() if lines else None
