@@ -1,4 +1,4 @@
-"""Preprocessing and augmentation: the min-max shortcut, robust normalisation, label-preserving aug."""
+"""Preprocessing and augmentation: the min-max shortcut, robust normalisation, no scaling."""
 
 import numpy as np
 import pytest
