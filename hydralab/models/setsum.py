@@ -7,7 +7,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
-ZeroMode = Literal["paper", "anchored"]
+ZeroMode = Literal["paper", "anchored", "skip"]
 
 
 class SetSumRegressor(nn.Module):
@@ -23,6 +23,10 @@ class SetSumRegressor(nn.Module):
       model with the K-1 other slots empty.
     * ``"anchored"``: every slot uses h(x) = f(x) - f(0), so an empty slot adds exactly 0 and a
       single scan is predicted as h(x). The label of an empty set is 0, and so is its prediction.
+    * ``"skip"``: an empty slot adds exactly 0 and the zero image is never shown to f; a single
+      scan is predicted as f(x). Sets still vary in size (p is the knob), but f never has to
+      learn an all-zero image, which is unlike any normalised scan: when mean intensity falls as
+      the label rises (the min-max shortcut), learning f(0) = 0 pushes f the wrong way.
 
     Empty slots are never pushed through ``base``: f(0) is computed once per call and reused,
     which is the same maths as K branches with less work, provided ``base`` treats the samples of
@@ -77,10 +81,12 @@ class SetSumRegressor(nn.Module):
         keep = (~flat_zero).nonzero().squeeze(1)
         real = images.reshape(b * k, *images.shape[2:]).index_select(0, keep)
         anchored = self.zero_mode == "anchored"
-        need_zero = anchored or bool(flat_zero.any())
+        need_zero = anchored or (self.zero_mode == "paper" and bool(flat_zero.any()))
         f_real, f_zero = self._base_with_zero(real, need_zero)
 
-        if anchored:
+        if self.zero_mode == "skip":
+            values = f_real.new_zeros(b * k).index_copy(0, keep, f_real)
+        elif anchored:
             # h(0) = 0 exactly: empty slots keep the literal zero, real slots get f(x) - f(0).
             values = f_real.new_zeros(b * k).index_copy(0, keep, f_real - f_zero)
         elif f_zero is None:
@@ -100,7 +106,8 @@ class SetSumRegressor(nn.Module):
         if images.ndim != 5:
             raise ValueError(f"images must be (N, C, D, H, W), got {tuple(images.shape)}")
         anchored = self.zero_mode == "anchored"
-        f_x, f_zero = self._base_with_zero(images, need_zero=anchored or self.k > 1)
+        need_zero = anchored or (self.zero_mode == "paper" and self.k > 1)
+        f_x, f_zero = self._base_with_zero(images, need_zero=need_zero)
         if f_zero is None:
             return f_x
         if anchored:

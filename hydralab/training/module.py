@@ -35,7 +35,8 @@ class HydraModule(pl.LightningModule):
         k: scans per virtual sample (1 for the baseline).
         p: probability of a zero slot (used by the data module; recorded here with the run).
         loss: ``mse`` or ``mae``, computed once per set on the summed prediction.
-        zero_mode: ``paper`` (inference f(x) + (K-1) f(0)) or ``anchored`` (f(x) - f(0)).
+        zero_mode: ``paper`` (inference f(x) + (K-1) f(0)), ``anchored`` (f(x) - f(0)) or
+            ``skip`` (empty slots add 0 and are never shown to f; inference f(x)).
         label_scale: divide labels by this constant while training (predictions are scaled
             back); ``mean`` or ``std`` take it from the training labels. Stored in checkpoints.
         optimizer: a ``torch.optim`` class name; Adadelta (lr 1.0, rho 0.95) is the paper's.
@@ -51,7 +52,7 @@ class HydraModule(pl.LightningModule):
         k: int = 1,
         p: float = 0.0,
         loss: Loss = "mse",
-        zero_mode: Literal["paper", "anchored"] = "paper",
+        zero_mode: Literal["paper", "anchored", "skip"] = "paper",
         label_scale: LabelScale = 1.0,
         optimizer: str = "Adadelta",
         lr: float = 1.0,

@@ -36,6 +36,8 @@ def naive_sets(base: nn.Module, images: Tensor, zero: Tensor, zero_mode: str) ->
         value = base(x)
         if zero_mode == "anchored":
             value = value - base(torch.zeros_like(x))
+        if zero_mode == "skip":
+            value = torch.where(zero[:, slot], torch.zeros_like(value), value)
         total = total + value
     return total
 
@@ -47,7 +49,7 @@ def grads(module: nn.Module) -> dict[str, Tensor]:
     }
 
 
-@pytest.mark.parametrize("zero_mode", ["paper", "anchored"])
+@pytest.mark.parametrize("zero_mode", ["paper", "anchored", "skip"])
 @pytest.mark.parametrize("mask_kind", ["random", "all_zero", "none_zero"])
 @pytest.mark.parametrize("k", [1, 2, 4])
 def test_forward_sets_matches_naive_branches(k: int, mask_kind: str, zero_mode: str) -> None:
@@ -77,12 +79,12 @@ def test_forward_sets_matches_naive_branches(k: int, mask_kind: str, zero_mode: 
     torch.testing.assert_close(loss, naive_loss, rtol=1e-5, atol=1e-5)
     for name, grad in grads(base).items():
         torch.testing.assert_close(fast_grads[name], grad, rtol=1e-5, atol=1e-5, msg=name)
-    if zero_mode == "anchored":
+    if zero_mode in ("anchored", "skip"):
         assert (values[zero] == 0).all()  # an empty slot adds exactly nothing
 
 
 @pytest.mark.parametrize("k", [1, 2, 4])
-@pytest.mark.parametrize("zero_mode", ["paper", "anchored"])
+@pytest.mark.parametrize("zero_mode", ["paper", "anchored", "skip"])
 def test_predict_scans_is_the_set_model_with_empty_slots(k: int, zero_mode: str) -> None:
     base = make_base().eval()
     model = SetSumRegressor(base, k=k, zero_mode=zero_mode)
@@ -97,7 +99,7 @@ def test_predict_scans_is_the_set_model_with_empty_slots(k: int, zero_mode: str)
         zero[:, 1:] = True
         set_pred, _ = model.forward_sets(sets, zero)
 
-    expected = f_x + (k - 1) * f_zero if zero_mode == "paper" else f_x - f_zero
+    expected = {"paper": f_x + (k - 1) * f_zero, "anchored": f_x - f_zero, "skip": f_x}[zero_mode]
     torch.testing.assert_close(pred, expected, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(pred, set_pred, rtol=1e-6, atol=1e-6)
     if zero_mode == "paper" and k == 1:
@@ -130,7 +132,7 @@ class CallRecorder:
         self.batch_sizes.append(args[0].shape[0])
 
 
-@pytest.mark.parametrize("zero_mode", ["paper", "anchored"])
+@pytest.mark.parametrize("zero_mode", ["paper", "anchored", "skip"])
 @pytest.mark.parametrize("mask_kind", ["random", "all_zero", "none_zero"])
 def test_base_runs_once_on_real_slots_plus_one_zero(mask_kind: str, zero_mode: str) -> None:
     gen = torch.Generator().manual_seed(7)
@@ -142,12 +144,14 @@ def test_base_runs_once_on_real_slots_plus_one_zero(mask_kind: str, zero_mode: s
     with torch.no_grad():
         model.forward_sets(torch.rand(b, k, *SHAPE, dtype=torch.float64), zero)
     n_real = int((~zero).sum())
-    extra = int(zero_mode == "anchored" or bool(zero.any()))
+    # skip never shows f the zero image; paper needs f(0) only when a slot is empty.
+    extra = int(zero_mode == "anchored" or (zero_mode == "paper" and bool(zero.any())))
     assert recorder.batch_sizes == [n_real + extra]
 
 
 @pytest.mark.parametrize(
-    ("zero_mode", "k", "expected"), [("paper", 1, 2), ("paper", 3, 3), ("anchored", 1, 3)]
+    ("zero_mode", "k", "expected"),
+    [("paper", 1, 2), ("paper", 3, 3), ("anchored", 1, 3), ("skip", 3, 2)],
 )
 def test_predict_scans_runs_base_once(zero_mode: str, k: int, expected: int) -> None:
     base = make_base()
