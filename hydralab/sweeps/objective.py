@@ -22,7 +22,7 @@ import contextlib
 import json
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +65,29 @@ def _cli_value(value: Any) -> str:
 class SweepObjective:
     """The Optuna objective of a sweep: trains one model per trial, returns its best metric."""
 
-    def __init__(self, spec: SweepSpec, sweep_dir: Path) -> None:
+    def __init__(
+        self,
+        spec: SweepSpec,
+        sweep_dir: Path,
+        skip: Callable[[optuna.Trial], str | None] | None = None,
+    ) -> None:
+        """``skip`` says why a trial must not run (another holds its point), else None."""
         self.spec = spec
         self.sweep_dir = Path(sweep_dir)
+        self.skip = skip
 
     def __call__(self, trial: optuna.Trial) -> float:
+        reason = self.skip(trial) if self.skip else None
+        if reason:
+            # Pruned, not failed: nothing went wrong. The counts leave skipped trials out.
+            trial.set_user_attr("skipped", reason)
+            raise optuna.TrialPruned(f"skipped: {reason}")
         params = self.spec.sample(lambda dim: dim.suggest(trial))
         # A trial retried after its worker died inherits the original's user attributes: the
         # retry then reuses the original's seed and trains the same run again.
-        seed = params.get("seed", trial.user_attrs.get("seed", trial.number))
+        seed = params.get("seed", self.spec.overrides.get("seed"))
+        if seed is None:
+            seed = trial.user_attrs.get("seed", trial.number)
         overrides = self.spec.trial_overrides(params, seed)
         out = trial_dir(self.sweep_dir, trial.number)
         trial.set_user_attr("seed", seed)

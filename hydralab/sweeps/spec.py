@@ -10,13 +10,17 @@ A sweep file is YAML; paths in it are relative to the file itself::
       data.n_train: {choices: [12, 16, 20]}       # the same, spelled out
       model.k: {low: 2, high: 8}                  # int range (both bounds ints), `step` optional
       model.lr: {low: 1.0e-3, high: 1.0, log: true}   # float range, log scale optional
-      seed: [0, 1, 2]                             # drives seed_everything and data.seed
+      seed: [0, 1, 2]                             # sets seed_everything and data.seed
     sampler: grid                                 # grid | tpe, or {name: tpe, seed: 0}
     n_trials: 40                                  # required for tpe; a grid runs every point
     objective: {metric: val/icc_c1, direction: maximize}
-    pruning: {enabled: false, n_startup_trials: 5, n_warmup_steps: 10}
+    pruning: {enabled: false, n_startup_trials: 5, n_warmup_steps: 10}   # steps = epochs
     heartbeat: {interval: 60, grace_period: 120, max_retry: 3}
     tags: [learning-curve]                        # W&B tags of every trial
+
+Pruning is Optuna's median pruner fed by optuna-integration's Lightning callback, which reports
+the objective metric at each validation with the epoch as its step. ``heartbeat`` applies to
+database storages (see :mod:`hydralab.sweeps.study`).
 
 Keys are the dotted keys of the Lightning CLI (``hydralab fit --help``). The rules the model
 imposes are applied per trial rather than rejected, so that one space can hold both methods:
@@ -25,6 +29,9 @@ imposes are applied per trial rather than rejected, so that one space can hold b
   for it, and in a grid the points that differ only in those keys run once;
 - ``data.batch_size`` (given in ``overrides`` or ``space``) is rounded up to a multiple of the
   trial's ``k``, since a batch holds whole sets. A space that samples ``model.k`` must give it.
+
+Each trial has its own seed: the swept ``seed``, else ``overrides.seed`` (one seed for all),
+else the trial's number (a retried trial keeps the seed of the trial it replaces).
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ OWNED_KEYS = {
     "tracking.root": "each trial's folder is under the sweep's folder",
     "tracking.name": "each trial is named after its number",
     "tracking.group": "the W&B group is the study name",
+    "tracking.tags": "use the sweep file's `tags` (the study and trial are added)",
     "checkpoint.monitor": "the checkpoint follows objective.metric",
     "checkpoint.mode": "the checkpoint follows objective.direction",
     "seed_everything": "use `seed`, which sets seed_everything and data.seed together",
@@ -161,8 +169,8 @@ class SweepSpec:
         Fixed overrides come before sampled values, so a class path in ``overrides`` (e.g.
         ``model.regressor``) precedes the ``init_args`` a space samples.
         """
-        values: dict[str, Any] = {**SWEEP_DEFAULTS, **self.overrides}
-        values.update((key, value) for key, value in params.items() if key != "seed")
+        values: dict[str, Any] = {**SWEEP_DEFAULTS, **self.overrides, **params}
+        values.pop("seed", None)
         values["seed_everything"] = values["data.seed"] = seed
         if self.method_of(params) == "baseline":
             values["model.k"], values["model.p"] = 1, 0.0
@@ -278,6 +286,10 @@ def parse_spec(raw: Any, path: Path) -> SweepSpec:
 
     overrides = check.mapping(raw, "overrides")
     for key in overrides:
+        if key == "seed":
+            if not _is_int(overrides[key]):
+                check.fail("overrides.seed", f"must be an integer, got {overrides[key]!r}")
+            continue
         check.config_key(f"overrides.{key}", key)
     space = {
         key: _dimension(check, key, value) for key, value in check.mapping(raw, "space").items()

@@ -30,11 +30,12 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import optuna
-from optuna.samplers import BaseSampler, GridSampler, TPESampler
+from optuna.samplers import BaseSampler, TPESampler
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
@@ -50,6 +51,9 @@ except ImportError:  # pragma: no cover - older optuna
     _RETRY_ARGUMENT = "failed_trial_callback"
 
 DEFAULT_ROOT = "runs/sweeps"
+GRID_POINT = "hydralab:grid_point"
+SKIPPED = "skipped"
+"""User attribute of a trial that did not run because another trial holds its point."""
 STORAGE_ENV = "HYDRALAB_STORAGE"
 T = TypeVar("T")
 
@@ -102,8 +106,8 @@ def open_storage(url: str, spec: SweepSpec) -> BaseStorage:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        callback = RetryCallback(max_retry=spec.max_retry)
-        return _retry_races(
+        callback = ReportingRetry(max_retry=spec.max_retry)
+        storage = _retry_races(
             lambda: RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
@@ -112,6 +116,49 @@ def open_storage(url: str, spec: SweepSpec) -> BaseStorage:
                 **{_RETRY_ARGUMENT: callback},
             )
         )
+    if url.startswith("sqlite"):
+        _serialize_sqlite(storage.engine)
+    return storage
+
+
+class ReportingRetry(RetryCallback):
+    """Optuna's retry of a trial whose worker stopped, with a progress line saying so."""
+
+    def __init__(self, max_retry: int | None) -> None:
+        super().__init__(max_retry=max_retry)
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        tries = len(_retry_history(trial)) + 1
+        again = self.max_retry is None or tries <= self.max_retry
+        print(
+            f"[{study.study_name}] trial {trial.number} FAIL: its worker stopped (no heartbeat); "
+            + (f"queued again (retry {tries})" if again else "not retried (heartbeat.max_retry)"),
+            flush=True,
+        )
+        super().__call__(study, trial)
+
+
+def _serialize_sqlite(engine: Any) -> None:
+    """Make each SQLite transaction take the database's write lock as it begins.
+
+    Optuna changes a trial's state by reading it, checking it, then writing it, relying on
+    ``SELECT ... FOR UPDATE``, which SQLite ignores; and Python's sqlite3 does not even begin
+    a transaction before a SELECT. Two workers could then both take the same queued trial,
+    or both fail the same stale one and queue two retries. ``BEGIN IMMEDIATE`` makes those
+    read-check-write steps atomic across processes (SQLAlchemy's recipe for pysqlite).
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while creating the tables come back with the hooks
 
 
 def _retry_races(make: Callable[[], T], attempts: int = 12) -> T:
@@ -127,8 +174,9 @@ def _retry_races(make: Callable[[], T], attempts: int = 12) -> T:
         try:
             return make()
         except (IntegrityError, OperationalError, optuna.exceptions.StorageInternalError) as e:
+            text = f"{e} {e.__cause__}"  # Optuna wraps the database's error
             racy = isinstance(e, IntegrityError) or any(
-                word in str(e) for word in ("already exists", "locked", "UNIQUE")
+                word in text for word in ("already exists", "locked", "UNIQUE")
             )
             if not racy or attempt == attempts:
                 raise
@@ -140,37 +188,65 @@ def _retry_races(make: Callable[[], T], attempts: int = 12) -> T:
 # Study
 
 
-class DistinctGridSampler(GridSampler):
-    """Optuna's GridSampler over the points that train distinct models.
+def trial_slot(trials: Sequence[FrozenTrial], trial: FrozenTrial) -> int:
+    """The trial's place among the study's fresh trials: 0, 1, 2, ... without gaps or repeats.
 
-    A grid of method x k holds one baseline point per k, all training the same baseline (k=1).
-    ``point_key`` names what a point trains; the grid keeps the first point of each key. The
-    grid sampler's guarantees hold: trial number n < grid size runs point n (so concurrent
-    workers never share a point), and later trials take the points not yet visited.
+    A trial's number counts every trial created before it, retries included; its slot does
+    not count the retries. Numbers are unique, so slots are too, whatever order concurrent
+    workers create trials in. A retry takes the slot of the trial it replaces.
+    """
+    number = _retried_from(trial)
+    number = trial.number if number is None else number
+    retries_before = sum(1 for t in trials if t.number < number and _retried_from(t) is not None)
+    return number - retries_before
+
+
+class GridPointSampler(BaseSampler):
+    """Grid search in which each point runs exactly once, whatever the number of workers.
+
+    Trial slot i (see :func:`trial_slot`) runs ``points[i]``; a retry of a killed trial runs
+    its point again, and the objective skips fresh trials past the last point. Optuna's
+    GridSampler maps trial numbers to points instead: retries use up numbers, and when
+    workers race for the last points it hands out points already running (its documentation
+    warns of such duplicates). The points are given in full, so a grid of method x k holds
+    one baseline point, not one per k (see :meth:`SweepSpec.grid`).
     """
 
-    def __init__(
+    def __init__(self, points: Sequence[Mapping[str, Any]]) -> None:
+        self.points = [dict(point) for point in points]
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict:
+        return {}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict) -> dict:
+        return {}
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if GRID_POINT not in trial.system_attrs:
+            slot = trial_slot(study.get_trials(deepcopy=False), trial)
+            # Samplers keep their state in system attributes (Optuna's GridSampler does too).
+            study._storage.set_trial_system_attr(trial._trial_id, GRID_POINT, slot)
+
+    def sample_independent(
         self,
-        search_space: Mapping[str, Sequence[Any]],
-        point_key: Callable[[dict[str, Any]], Any],
-        seed: int = 0,
-    ) -> None:
-        super().__init__(search_space, seed=seed)
-        seen: set[Any] = set()
-        distinct = []
-        for values in self._all_grids:
-            key = point_key(dict(zip(self._param_names, values, strict=True)))
-            if key not in seen:
-                seen.add(key)
-                distinct.append(values)
-        self._all_grids = distinct
-        self._n_min_trials = len(distinct)
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: optuna.distributions.BaseDistribution,
+    ) -> Any:
+        slot = trial.system_attrs.get(GRID_POINT)
+        if slot is None or not 0 <= slot < len(self.points):
+            raise RuntimeError(f"trial {trial.number} is past the grid's last point")
+        return self.points[slot][param_name]
 
 
 def make_sampler(spec: SweepSpec, worker_index: int = 0) -> BaseSampler:
-    """The sweep's sampler; every worker of a grid must build the same one (same seed)."""
+    """The sweep's sampler; every worker of a grid builds the same one."""
     if spec.sampler == "grid":
-        return DistinctGridSampler(spec.grid_space(), spec.grid_point_key, spec.sampler_seed or 0)
+        points = spec.grid()
+        # A fixed shuffle: a sweep stopped half-way holds a spread of points, not one corner.
+        random.Random(spec.sampler_seed or 0).shuffle(points)
+        return GridPointSampler(points)
     seed = None if spec.sampler_seed is None else spec.sampler_seed + worker_index
     return TPESampler(seed=seed)
 
@@ -246,13 +322,10 @@ class Counts:
 
 
 def count_trials(study: optuna.Study, target: int) -> Counts:
-    """Count the study's trials; a FAIL that was queued again counts through its retry."""
-    trials = study.get_trials(deepcopy=False)
-    retried = {number for trial in trials for number in _retry_history(trial)}
+    """Count the study's trials that stand for a run (see :func:`live_trials`)."""
     by_state: dict[TrialState, int] = dict.fromkeys(TrialState, 0)
-    for trial in trials:
-        if not (trial.state == TrialState.FAIL and trial.number in retried):
-            by_state[trial.state] += 1
+    for trial in live_trials(study.get_trials(deepcopy=False)):
+        by_state[trial.state] += 1
     return Counts(
         complete=by_state[TrialState.COMPLETE],
         pruned=by_state[TrialState.PRUNED],
@@ -261,6 +334,37 @@ def count_trials(study: optuna.Study, target: int) -> Counts:
         waiting=by_state[TrialState.WAITING],
         target=target,
     )
+
+
+def live_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials that stand for a run: not skipped, and not a FAIL that was queued again
+    (that one counts through its retry)."""
+    retried = {number for trial in trials for number in _retry_history(trial)}
+    return [
+        trial
+        for trial in trials
+        if SKIPPED not in trial.user_attrs
+        and not (trial.state == TrialState.FAIL and trial.number in retried)
+    ]
+
+
+def surplus_reason(spec: SweepSpec, study: optuna.Study, trial: optuna.Trial) -> str | None:
+    """Why this just-started trial must not run, or None when it should.
+
+    Workers count what is left, then start a trial, so two of them can start one for the last
+    slot. The trial whose slot is past the target is the surplus one.
+    """
+    trials = study.get_trials(deepcopy=False)
+    slot = trial_slot(trials, next(t for t in trials if t.number == trial.number))
+    if slot >= spec.target_trials():
+        return f"the study already has its {spec.target_trials()} trials"
+    return None
+
+
+def _retried_from(trial: FrozenTrial) -> int | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryCallback.retried_trial_number(trial)
 
 
 def _retry_history(trial: FrozenTrial) -> list[int]:
@@ -281,6 +385,8 @@ class ProgressLine:
             outcome = f"{self.spec.metric}={trial.value:.4g}"
         elif trial.state == TrialState.FAIL:
             outcome = trial.user_attrs.get("error", "failed")
+        elif SKIPPED in trial.user_attrs:
+            outcome = f"skipped, {trial.user_attrs[SKIPPED]}"
         else:
             outcome = f"pruned at epoch {trial.last_step}"
         counts = count_trials(study, self.spec.target_trials())
@@ -320,6 +426,7 @@ def run_worker(
     while True:
         if heartbeat:
             optuna.storages.fail_stale_trials(study)
+            fail_trials_without_heartbeat(study, storage)
         counts = count_trials(study, spec.target_trials())
         if counts.left == 0 and counts.waiting == 0:
             if not (heartbeat and counts.running):
@@ -350,7 +457,41 @@ def _make_objective(
     _quiet_logs()
     if n_workers > 1:  # local workers share the CPU cores instead of each taking them all
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
-    return SweepObjective(spec, sweep_dir)
+    return SweepObjective(
+        spec, sweep_dir, skip=lambda trial: surplus_reason(spec, trial.study, trial)
+    )
+
+
+def fail_trials_without_heartbeat(study: optuna.Study, storage: RDBStorage) -> None:
+    """Fail, and queue again, RUNNING trials that never recorded a heartbeat.
+
+    Optuna's ``fail_stale_trials`` skips those: a worker killed between creating its trial and
+    starting the heartbeat thread leaves a trial RUNNING for ever, and the study could never
+    complete. One older than the grace period is treated like a stale one. Optuna has no API
+    for heartbeats, so this reads its tables (``trials``, ``trial_heartbeats``) directly.
+    """
+    from sqlalchemy import DateTime, bindparam, text
+
+    grace = storage.grace_period or 2 * (storage.heartbeat_interval or 0)
+    started_before = datetime.now() - timedelta(seconds=grace)  # Optuna stores local time
+    query = text(
+        "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+        "WHERE t.study_id = :study AND t.state = 'RUNNING' AND h.trial_id IS NULL "
+        "AND t.datetime_start < :started_before"
+    ).bindparams(bindparam("started_before", type_=DateTime()))
+    study_id = storage.get_study_id_from_name(study.study_name)
+    with storage.engine.connect() as connection:
+        rows = connection.execute(query, {"study": study_id, "started_before": started_before})
+        trial_ids = [row[0] for row in rows]
+    callback = storage.get_heartbeat_stale_trial_callback()
+    for trial_id in trial_ids:
+        try:
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        if callback is not None:
+            callback(study, storage.get_trial(trial_id))
 
 
 def _quiet_logs() -> None:

@@ -30,7 +30,10 @@ def test_shipped_sweeps_load_with_the_papers_sizes():
     assert table.target_trials() == 12 and "lesions" in str(table.base_config)
     hpo = load_spec(ROOT / "sweeps" / "hpo.yaml")
     assert hpo.sampler == "tpe" and hpo.pruning and hpo.target_trials() == hpo.n_trials
-    assert hpo.space["model.k"].integer and (hpo.space["model.k"].low, hpo.space["model.k"].high) == (
+    assert hpo.space["model.k"].integer and (
+        hpo.space["model.k"].low,
+        hpo.space["model.k"].high,
+    ) == (
         2,
         8,
     )
@@ -58,6 +61,8 @@ def test_shipped_sweeps_load_with_the_papers_sizes():
         ({"pruning": {"enable": True}}, "pruning.enable: unknown key"),
         ({"heartbeat": {"interval": 0}}, "heartbeat.interval: must be an integer >= 1"),
         ({"overrides": {"checkpoint.monitor": "val/mse"}}, "overrides.checkpoint.monitor"),
+        ({"overrides": {"tracking.tags": ["x"]}}, "overrides.tracking.tags: is set by the sweep"),
+        ({"overrides": {"seed": "zero"}}, "overrides.seed: must be an integer"),
         ({"base_config": "nowhere.yaml"}, "base_config: "),
         ({"study": "a/b"}, "study: 'a/b' must be a plain name"),
         ({"trials": 3}, "trials: unknown key"),
@@ -143,3 +148,9 @@ def test_minimised_metrics_get_their_direction(tmp_path: Path):
     spec = parse_spec({**raw, "objective": {"metric": "val/mse"}}, tmp_path / "x.yaml")
     assert spec.direction == "minimize"
     assert spec.trial_overrides({"seed": 0}, 0)["checkpoint.mode"] == "min"
+
+
+def test_a_fixed_seed_in_overrides_is_every_trials_seed(tmp_path: Path):
+    spec = _spec(tmp_path, overrides={"seed": 7})
+    values = spec.trial_overrides({"model.method": "hydranet"}, seed=7)
+    assert "seed" not in values and values["seed_everything"] == values["data.seed"] == 7

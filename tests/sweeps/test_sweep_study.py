@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import optuna
@@ -17,13 +18,16 @@ from optuna.trial import TrialState
 
 from hydralab.sweeps.spec import SweepSpecError, load_spec
 from hydralab.sweeps.study import (
+    RetryCallback,
     count_trials,
     default_storage_url,
+    fail_trials_without_heartbeat,
     journal_path,
     masked,
     open_storage,
     open_study,
     run_sweep,
+    surplus_reason,
 )
 from hydralab.training.tracking import local_run_dirs, read_offline_run
 
@@ -38,6 +42,7 @@ def write_sweep(path: Path, csv: Path, space: dict, **extra) -> Path:
         "data.batch_size": 4,
         "trainer.max_steps": 4,
         "trainer.check_val_every_n_epoch": 1,
+        "trainer.log_every_n_steps": 1,
         "trainer.enable_model_summary": False,
         "tracking.wandb_mode": "disabled",
         **extra.pop("overrides", {}),
@@ -62,24 +67,26 @@ def test_workers_creating_one_study_at_once_do_not_crash(tmp_path: Path, tiny_cs
     go = tmp_path / "go"
     code = textwrap.dedent(
         f"""
-        import time
+        import sys, time
         from pathlib import Path
         from hydralab.sweeps.spec import load_spec
         from hydralab.sweeps.study import open_storage, open_study
         spec = load_spec({str(sweep)!r})
+        Path({str(tmp_path)!r}, "ready-" + sys.argv[1]).touch()
         while not Path({str(go)!r}).exists():
-            time.sleep(0.002)
+            time.sleep(0.001)
         study = open_study(spec, open_storage({url!r}, spec))
         print("study", study._study_id)
         """
     )
     workers = [
-        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-        for _ in range(3)
+        subprocess.Popen([sys.executable, "-c", code, str(i)], stdout=subprocess.PIPE, text=True)
+        for i in range(3)
     ]
-    # Let them import, then release them together.
-    subprocess.run([sys.executable, "-c", "import optuna, sqlalchemy"], check=True)
-    go.touch()
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("ready-*"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()  # all imported: release them together
     outputs = [worker.communicate(timeout=60)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0, 0]
     assert all(out.strip() == "study 1" for out in outputs), outputs
@@ -91,7 +98,6 @@ def test_grid_sweep_runs_each_point_once_records_failures_and_resumes(
 ):
     space = {
         "model.method": ["baseline", "hydranet"],
-        "model.k": [2, 4],
         "data.n_train": [6, 99],  # the tiny train split has 8 scans: 99 fails at set-up
     }
     sweep = write_sweep(
@@ -102,23 +108,22 @@ def test_grid_sweep_runs_each_point_once_records_failures_and_resumes(
         tags=["unit"],
     )
     spec = load_spec(sweep)
-    assert spec.target_trials() == 6  # baseline x 2 sizes + hydranet x 2 k x 2 sizes
+    assert spec.target_trials() == 4
 
     counts = run_sweep(spec, out=tmp_path / "sweeps")
-    assert (counts.complete, counts.failed, counts.left) == (3, 3, 0)
+    assert (counts.complete, counts.failed, counts.left) == (2, 2, 0)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[tiny]")]
-    assert sum(" trial " in line for line in lines) == 6
-    assert "6/6 done (3 complete, 0 pruned, 3 failed)" in lines[-1]
+    assert sum(" trial " in line for line in lines) == 4
+    assert "4/4 done (2 complete, 0 pruned, 2 failed)" in lines[-1]
 
     sweep_dir = tmp_path / "sweeps" / "tiny"
     storage = default_storage_url(sweep_dir)
     study = optuna.load_study(study_name="tiny", storage=storage)
     trials = study.get_trials()
-    assert len(trials) == 6
-    assert len({tuple(sorted(t.params.items())) for t in trials}) == 6
+    assert len(trials) == 4
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4
     baseline = [t for t in trials if t.params["model.method"] == "baseline"]
-    assert all("model.k" not in t.params for t in baseline)
-    for trial in baseline:
+    for trial in baseline:  # the base config is Hydranet's (k=4, p=0.1)
         assert trial.user_attrs["config"]["model.k"] == 1
         assert trial.user_attrs["config"]["model.p"] == 0.0
 
@@ -148,7 +153,7 @@ def test_grid_sweep_runs_each_point_once_records_failures_and_resumes(
     # The same command again: the study is complete, nothing runs.
     again = run_sweep(spec, out=tmp_path / "sweeps")
     assert again == counts
-    assert len(optuna.load_study(study_name="tiny", storage=storage).trials) == 6
+    assert len(optuna.load_study(study_name="tiny", storage=storage).trials) == 4
 
     # A changed sweep under the same study name is refused rather than mixed in.
     changed = spec.with_changes(overrides={"trainer.max_steps": 5})
@@ -169,3 +174,55 @@ def test_journal_storage_and_masked_urls(tmp_path: Path, tiny_csv: Path):
 
     url = "postgresql://hydra:s3cret@db.example.org:5432/sweeps"
     assert "s3cret" not in masked(url) and "db.example.org" in masked(url)
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_grid_slots_survive_retries_and_surplus_trials_are_skipped(tmp_path: Path, tiny_csv: Path):
+    """Each grid point has one fresh trial; a retry takes its original's point; a trial started
+    past the last point (two workers racing for it) is surplus."""
+    spec = load_spec(write_sweep(tmp_path / "sweep.yaml", tiny_csv, {"seed": [0, 1, 2]}))
+    study = open_study(spec, open_storage(default_storage_url(tmp_path), spec))
+    seeds = []
+    first = study.ask()
+    seeds.append(first.suggest_categorical("seed", [0, 1, 2]))
+    study.tell(first, state=TrialState.FAIL)
+    frozen = study.trials[0]
+    RetryCallback(max_retry=1)(study, frozen)  # what the heartbeat does for a killed trial
+    for _ in range(3):
+        trial = study.ask()
+        assert surplus_reason(spec, study, trial) is None
+        seeds.append(trial.suggest_categorical("seed", [0, 1, 2]))
+        study.tell(trial, 0.0)
+    assert RetryCallback.retried_trial_number(study.trials[1]) == 0
+    assert seeds[1] == seeds[0] and sorted(seeds[1:]) == [0, 1, 2]
+    surplus = study.ask()
+    assert "already has its 3 trials" in surplus_reason(spec, study, surplus)
+    assert count_trials(study, 3).complete == 3 and count_trials(study, 3).failed == 0
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_queued_once(
+    tmp_path: Path, tiny_csv: Path
+):
+    """Optuna's stale check skips a trial with no heartbeat yet; it must not block the study."""
+    spec = load_spec(
+        write_sweep(
+            tmp_path / "sweep.yaml",
+            tiny_csv,
+            {"seed": [0, 1]},
+            heartbeat={"interval": 1, "grace_period": 1},
+        )
+    )
+    storage = open_storage(default_storage_url(tmp_path), spec)
+    study = open_study(spec, storage)
+    study.ask()  # RUNNING, and no heartbeat thread ever started
+    fail_trials_without_heartbeat(study, storage)
+    assert study.trials[0].state == TrialState.RUNNING  # still within the grace period
+    time.sleep(1.2)
+    fail_trials_without_heartbeat(study, storage)
+    fail_trials_without_heartbeat(study, storage)
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.WAITING]
+    assert RetryCallback.retried_trial_number(study.trials[1]) == 0
