@@ -133,9 +133,7 @@ class HydraCLI(LightningCLI):
         self.test_metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
 
 
-def run_cli(
-    args: Sequence[str] | None = None, callbacks: Sequence[Callback] = ()
-) -> HydraCLI:
+def run_cli(args: Sequence[str] | None = None, callbacks: Sequence[Callback] = ()) -> HydraCLI:
     """Run one ``fit | validate | test | predict`` command; W&B is finished whatever happens.
 
     ``callbacks`` are added to the trainer's (e.g. a sweep's pruning callback, which holds a live
