@@ -30,11 +30,14 @@ test-fast: $(VENV)/.installed  ## Run the tests without the slow end-to-end ones
 demo: $(VENV)/.installed  ## Train a baseline and a Hydranet model on built-in data, print both
 	$(VENV)/bin/hydralab demo --data $(DEMO_DATA)
 
+bench: $(VENV)/.installed  ## Time baseline vs Hydranet, data, memory and FLOP/s (one table)
+	$(PY) benchmarks/bench.py
+
 lint: $(VENV)/.installed  ## ruff check and format check
-	$(VENV)/bin/ruff check hydralab tests
-	$(VENV)/bin/ruff format --check hydralab tests
+	$(VENV)/bin/ruff check hydralab tests benchmarks
+	$(VENV)/bin/ruff format --check hydralab tests benchmarks
 
 clean:  ## Remove the venv and run outputs
 	rm -rf $(VENV) runs data
 
-.PHONY: help install test test-fast demo lint clean
+.PHONY: help install test test-fast demo bench lint clean

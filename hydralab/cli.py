@@ -3,7 +3,8 @@
 ``fit | validate | test | predict`` go to the Lightning CLI (``hydralab fit --help``);
 ``make-data`` writes the built-in synthetic datasets; ``demo`` trains a baseline and a Hydranet
 model on the same scans and prints both; ``sweep`` runs or resumes an Optuna study from a sweep
-file (see :mod:`hydralab.sweeps`).
+file (see :mod:`hydralab.sweeps`); ``report`` writes a study's learning-curve table, plots and
+statistics (see :mod:`hydralab.reports`).
 """
 
 from __future__ import annotations
@@ -70,6 +71,19 @@ def _parser() -> argparse.ArgumentParser:
         help="add a fixed override (value read as YAML), e.g. --set trainer.max_steps=50; "
         "part of the study's definition, so give it again to resume",
     )
+
+    report = commands.add_parser(
+        "report",
+        help="learning-curve table, plots and baseline-vs-Hydranet statistics of a study",
+        description="Read a study's trials and test predictions from its storage and write the "
+        "table, runs.csv, learning_curves.png and predictions_vs_labels.png.",
+    )
+    report.add_argument("--storage", required=True, help="the study's storage URL or journal")
+    report.add_argument("--study", required=True, help="study name")
+    report.add_argument("--format", choices=("md", "csv", "latex"), default="md")
+    report.add_argument("--out", default="reports", help="output folder (default reports)")
+    report.add_argument("--n-resamples", type=int, default=2000, help="bootstrap resamples")
+    report.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     return parser
 
 
@@ -114,6 +128,15 @@ def _run(argv: list[str], from_command_line: bool) -> int:
         return 0
     if args.command == "sweep":
         return _sweep(args)
+    if args.command == "report":
+        from hydralab.reports.render import write_report
+
+        text, files = write_report(
+            args.storage, args.study, args.format, args.out, args.n_resamples, args.seed
+        )
+        print(text)
+        print("wrote " + ", ".join(str(path) for path in files))
+        return 0
     _parser().print_help()
     return 0
 

@@ -2,12 +2,74 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
 ZeroMode = Literal["paper", "anchored", "skip"]
+
+
+class _ChunkedBase(torch.autograd.Function):
+    """``base(images)`` computed ``chunk`` images at a time, keeping no activations between passes.
+
+    Forward runs every chunk without a graph. Backward re-runs each chunk with a graph and pulls
+    the upstream gradient of its outputs (for a set-sum loss: dL/dg, the same for every slot of a
+    set) through it, so only one chunk's activations are alive at any time: peak activation memory
+    follows ``chunk``, not the batch. The loss is still computed once, on the full sum. The RNG
+    state is replayed per chunk, so dropout draws the same masks in both passes. The parameters
+    are inputs of the function, so their gradients reach them through the ordinary graph.
+    Double backward is not supported, and a layer that updates buffers in forward (BatchNorm's
+    running statistics) updates them again when its chunk is recomputed.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, images: Tensor, chunk: int, base: nn.Module, *params: Tensor) -> Tensor:
+        ctx.base, ctx.chunk, ctx.params = base, chunk, params
+        ctx.cuda = images.is_cuda
+        ctx.rng = []
+        outs = []
+        for start in range(0, images.shape[0], chunk):
+            ctx.rng.append(_rng_state(images))
+            outs.append(base(images[start : start + chunk]))
+        ctx.save_for_backward(images)
+        return torch.cat(outs)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        (images,) = ctx.saved_tensors
+        params = list(ctx.params)  # the caller passes only parameters that require grad
+        want_x = ctx.needs_input_grad[0]
+        grad_params: list[Tensor | None] = [None] * len(params)
+        grad_x = torch.zeros_like(images) if want_x else None
+        devices = [images.device] if ctx.cuda else []
+        for i, start in enumerate(range(0, images.shape[0], ctx.chunk)):
+            stop = start + ctx.chunk
+            x = images[start:stop].detach().requires_grad_(want_x)
+            with torch.random.fork_rng(devices=devices), torch.enable_grad():
+                _set_rng_state(ctx.rng[i], images)
+                out = ctx.base(x)
+            inputs = [x, *params] if want_x else params
+            grads = torch.autograd.grad(out, inputs, grad_out[start:stop], allow_unused=True)
+            if want_x:
+                grad_x[start:stop] = grads[0]
+                grads = grads[1:]
+            grad_params = [
+                g if acc is None else (acc if g is None else acc + g)
+                for acc, g in zip(grad_params, grads, strict=True)
+            ]
+        return grad_x, None, None, *grad_params
+
+
+def _rng_state(like: Tensor) -> tuple[Tensor, Tensor | None]:
+    cuda = torch.cuda.get_rng_state(like.device) if like.is_cuda else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple[Tensor, Tensor | None], like: Tensor) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], like.device)
 
 
 class SetSumRegressor(nn.Module):
@@ -32,17 +94,42 @@ class SetSumRegressor(nn.Module):
     which is the same maths as K branches with less work, provided ``base`` treats the samples of
     a batch independently (no BatchNorm in train mode). With dropout in train mode, all empty
     slots of a call share one dropout mask, where K real branches would each draw their own.
+
+    ``chunk_size`` bounds memory for large K (the paper stopped at K = 4 for GPU memory): while
+    gradients are needed, ``base`` sees at most that many images per call, and the activations
+    of a chunk are recomputed in backward instead of kept (see ``_ChunkedBase``). The loss is still
+    computed once on the summed prediction, with the same value and gradients as without chunks;
+    the cost is one more forward pass. ``None`` (the default) keeps the single-call path.
     """
 
-    def __init__(self, base: nn.Module, k: int, zero_mode: ZeroMode = "paper"):
+    def __init__(
+        self,
+        base: nn.Module,
+        k: int,
+        zero_mode: ZeroMode = "paper",
+        chunk_size: int | None = None,
+    ):
         super().__init__()
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
         if zero_mode not in get_args(ZeroMode):
             raise ValueError(f"zero_mode must be one of {get_args(ZeroMode)}, got {zero_mode!r}")
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
         self.base = base
         self.k = k
         self.zero_mode: ZeroMode = zero_mode
+        self.chunk_size = chunk_size
+
+    def _run_base(self, images: Tensor) -> Tensor:
+        """``base(images)``, chunked with recomputation when ``chunk_size`` asks and grads flow."""
+        chunk = self.chunk_size
+        if chunk is None or images.shape[0] <= chunk or not torch.is_grad_enabled():
+            return self.base(images)
+        params = [p for p in self.base.parameters() if p.requires_grad]
+        return _ChunkedBase.apply(images, chunk, self.base, *params)
 
     def _base_with_zero(self, images: Tensor, need_zero: bool) -> tuple[Tensor, Tensor | None]:
         """Run ``base`` once on ``images`` (+ one zero image if needed): return f(images), f(0).
@@ -51,9 +138,9 @@ class SetSumRegressor(nn.Module):
         batch-of-one path of 3D convolutions.
         """
         if not need_zero:
-            return self.base(images), None
+            return self._run_base(images), None
         zero = images.new_zeros((1, *images.shape[1:]))
-        out = self.base(torch.cat([images, zero]))
+        out = self._run_base(torch.cat([images, zero]))
         return out[:-1], out[-1]
 
     def forward_sets(self, images: Tensor, zero: Tensor) -> tuple[Tensor, Tensor]:

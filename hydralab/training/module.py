@@ -43,6 +43,9 @@ class HydraModule(pl.LightningModule):
         lr: learning rate.
         optimizer_kwargs: further optimiser arguments (default ``{"rho": 0.95}`` for Adadelta).
         lr_schedule: ``none`` or ``cosine`` (annealed over the trainer's total steps).
+        memory_chunk: push at most this many images through the network at once while training,
+            recomputing activations in backward, so memory stops growing with K; same loss and
+            gradients, about one more forward pass of time. ``None`` keeps one call per batch.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class HydraModule(pl.LightningModule):
         lr: float = 1.0,
         optimizer_kwargs: dict[str, Any] | None = None,
         lr_schedule: Literal["none", "cosine"] = "none",
+        memory_chunk: int | None = None,
     ) -> None:
         super().__init__()
         if method not in ("baseline", "hydranet"):
@@ -76,7 +80,9 @@ class HydraModule(pl.LightningModule):
         if isinstance(label_scale, (int, float)) and not label_scale > 0:
             raise ValueError(f"model.label_scale must be positive, got {label_scale}")
         self.save_hyperparameters(ignore=["regressor"])
-        self.model = SetSumRegressor(regressor or BaseRegressor(), k=k, zero_mode=zero_mode)
+        self.model = SetSumRegressor(
+            regressor or BaseRegressor(), k=k, zero_mode=zero_mode, chunk_size=memory_chunk
+        )
         self.loss_fn = LOSSES[loss]
         scale = 1.0 if isinstance(label_scale, str) else float(label_scale)
         # A buffer, so the scale learnt from the training labels travels with the checkpoint.

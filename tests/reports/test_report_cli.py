@@ -1,0 +1,43 @@
+"""`hydralab report` on a fake study: the table, runs.csv and two PNGs; no torch imported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hydralab.cli import main
+
+
+def test_report_writes_table_and_two_pngs(
+    fake_study: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report"
+    args = ["report", "--storage", fake_study, "--study", "fake", "--out", str(out)]
+    assert main([*args, "--n-resamples", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 failed" in printed and "1 pruned" in printed and "1 missing" in printed
+    assert "failed: baseline seed 1 data.n_train=16 (trial 3): ValueError: NaN loss" in printed
+    table = (out / "fake.md").read_text()
+    assert table.count("\n") == 4 and "hydranet ICC" in table
+    for png in ("learning_curves.png", "predictions_vs_labels.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main([*args, "--format", "latex", "--n-resamples", "10"]) == 0
+    assert (out / "fake.tex").read_text().startswith(r"\begin{tabular}")
+
+
+def test_unknown_study_is_reported(fake_study: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "--storage", fake_study, "--study", "nope"]) == 2
+    assert "no study 'nope'" in capsys.readouterr().err
+
+
+def test_reports_do_not_import_torch() -> None:
+    code = (
+        "import sys\n"
+        "from hydralab.reports import plots, render, stats, tables\n"
+        "heavy = [m for m in ('torch', 'lightning', 'wandb') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
