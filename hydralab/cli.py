@@ -38,9 +38,62 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--n-train", type=int, default=30)
     make.add_argument("--n-val", type=int, default=20)
     make.add_argument("--n-test", type=int, default=50)
-    make.add_argument("--size", type=int, default=20, help="cube side in voxels")
+    make.add_argument("--size", type=int, default=16, help="cube side in voxels")
     make.add_argument("--seed", type=int, default=0)
-    make.add_argument("--difficulty", type=float, default=1.0)
+    make.add_argument("--difficulty", type=float, default=2.0, help="nuisance scale")
+
+    table = commands.add_parser(
+        "make-table",
+        help="write a dataset CSV from your scans and lesion masks",
+        description="Find every scan and its lesion mask in ROOT, label each scan with its "
+        "lesion volume or count, and write OUT (subject,image,label,mask; paths relative to "
+        "OUT). Layouts: wmh-challenge (<site>/<id>/pre/FLAIR.nii.gz + <site>/<id>/wmh.nii.gz), "
+        "bids (sub-*/[ses-*/]anat/*_FLAIR.nii.gz + derivatives/<pipeline>/...), flat "
+        "(images/NAME + masks/NAME).",
+    )
+    table.add_argument("root", help="the dataset's top folder")
+    table.add_argument("--layout", required=True, choices=("wmh-challenge", "bids", "flat"))
+    table.add_argument("--out", required=True, help="the CSV to write, e.g. ROOT/dataset.csv")
+    table.add_argument(
+        "--label", choices=("volume", "count"), default="volume", help="default volume"
+    )
+    table.add_argument(
+        "--units", choices=("voxels", "mm3"), default="voxels", help="volume units (default voxels)"
+    )
+    table.add_argument(
+        "--mask-values",
+        default="1",
+        help="mask values that are lesion, comma-separated (default 1; the WMH challenge's 2, "
+        "other pathology, is then ignored)",
+    )
+    table.add_argument(
+        "--connectivity",
+        type=int,
+        choices=(6, 18, 26),
+        default=26,
+        help="voxel neighbourhood of a connected lesion (default 26, as the WMH challenge)",
+    )
+    table.add_argument(
+        "--min-size",
+        type=int,
+        default=1,
+        help="drop lesions of fewer voxels from the count and the volume (default 1: keep all)",
+    )
+    table.add_argument(
+        "--affine-tolerance",
+        type=float,
+        default=1e-3,
+        help="largest mask/image affine difference in mm (default 0.001)",
+    )
+    table.add_argument("--image-suffix", help="bids: image name ending before .nii (_FLAIR)")
+    table.add_argument(
+        "--mask-pattern",
+        help="bids: mask file glob; {entities} is the image name up to --image-suffix "
+        "(default {entities}_label-WMH_mask.nii.gz)",
+    )
+    table.add_argument("--pipeline", help="bids: folder under derivatives/ (default: the only one)")
+    table.add_argument("--images-dir", help="flat: the images folder under ROOT (default images)")
+    table.add_argument("--masks-dir", help="flat: the masks folder under ROOT (default masks)")
 
     demo = commands.add_parser("demo", help="train baseline and Hydranet, print both")
     demo.add_argument("--data", default="data/blobs", help="dataset folder (made if absent)")
@@ -121,6 +174,8 @@ def _run(argv: list[str], from_command_line: bool) -> int:
         )
         print(make_dataset(spec, args.out))
         return 0
+    if args.command == "make-table":
+        return _make_table(args)
     if args.command == "demo":
         from hydralab.demo import run_demo
 
@@ -138,6 +193,24 @@ def _run(argv: list[str], from_command_line: bool) -> int:
         print("wrote " + ", ".join(str(path) for path in files))
         return 0
     _parser().print_help()
+    return 0
+
+
+def _make_table(args: argparse.Namespace) -> int:
+    from hydralab.data.layouts import make_table
+    from hydralab.data.mask_labels import LabelSpec, parse_mask_values
+
+    spec = LabelSpec(
+        kind=args.label,
+        units=args.units,
+        values=parse_mask_values(args.mask_values),
+        connectivity=args.connectivity,
+        min_size=args.min_size,
+    )
+    naming = ("image_suffix", "mask_pattern", "pipeline", "images_dir", "masks_dir")
+    options = {name: getattr(args, name) for name in naming if getattr(args, name) is not None}
+    out, rows = make_table(args.layout, args.root, args.out, spec, options, args.affine_tolerance)
+    print(f"wrote {rows} scans to {out}; label = {spec.describe()}")
     return 0
 
 

@@ -3,16 +3,20 @@
 Every batch, for training and evaluation alike, carries ``images`` shaped (B, K, 1, D, H, W)
 (K = 1 for the baseline and for evaluation, which is per scan), per-slot ``labels`` and ``zero``
 flags, the ``set_label`` and the scan ``index`` per slot.
+
+The shape of the training scans is saved in each checkpoint (``state_dict``), so that ``predict``
+can bring new scans of another size to it even when ``data.shape`` is not set.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+import torchio as tio
 from torch.utils.data import DataLoader
 
 from hydralab.data.sampler import CombinationSampler, validate_k_p
@@ -39,7 +43,8 @@ class HydraDataModule(pl.LightningDataModule):
     """Feeds baseline or Hydranet training from a dataset CSV.
 
     Args:
-        csv: dataset CSV (columns ``image``, ``label``, optional ``split`` and ``subject``).
+        csv: dataset CSV (columns ``image``, ``label``, optional ``split``, ``subject`` and
+            ``roi``, the region mask that ``crop_centre: region`` needs).
         method: ``baseline`` (shuffled single scans) or ``hydranet`` (sets of ``k`` scans).
         k: scans per virtual sample (linked from the model's ``k`` by the CLI).
         p: probability that a slot holds the all-zero image instead of a scan.
@@ -51,11 +56,20 @@ class HydraDataModule(pl.LightningDataModule):
             below the share of lesion voxels, or the lesions still set the scale.
         spacing: resample to this voxel size (mm) first, if given.
         shape: crop/pad every scan to this shape, around ``crop_centre``.
+        crop_centre: ``mass``, the intensity-weighted centre of mass (WMH recipe); ``image``, the
+            image centre; ``region`` (PVS recipe, needs ``shape`` and the CSV's ``roi``
+            column): multiply by the region mask smoothed with ``roi_sigma``, crop to the
+            region's bounding box plus ``roi_margin``, then centre crop/pad to ``shape``.
+        roi_sigma: Gaussian sigma (voxels) of the region mask before it multiplies the scan;
+            0 for a hard mask, None not to mask (crop only).
+        roi_margin: voxels kept around the region's bounding box (one number or three).
         flip_axes, rotation, translation: augmentation (rotation in rad, translation in voxels).
         augment: apply the augmentation to training scans.
         val_fraction, test_fraction: split sizes when the CSV has no ``split`` column.
         seed: drives the split, the training subset and the sampler.
-        predict_path: a dataset CSV or a folder of NIfTI files to predict.
+        predict_path: a dataset CSV or a folder of NIfTI files to predict. Scans are
+            preprocessed as in training; without ``shape``, those whose size differs from the
+            training scans' (saved in the checkpoint) are cropped/padded to it.
         num_workers: DataLoader workers (0 loads in the main process; right on small CPUs).
     """
 
@@ -73,6 +87,8 @@ class HydraDataModule(pl.LightningDataModule):
         spacing: float | None = None,
         shape: Sequence[int] | None = None,
         crop_centre: CropCentre = "mass",
+        roi_sigma: float | None = 2.0,
+        roi_margin: int | Sequence[int] = 4,
         flip_axes: Sequence[int] = (0, 1, 2),
         rotation: float = 0.2,
         translation: float = 2.0,
@@ -110,7 +126,20 @@ class HydraDataModule(pl.LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.predict_path = predict_path
-        self._preprocess = preprocessing(normalization, spacing, shape, crop_centre, percentiles)
+        self._preprocess_args = {
+            "normalization": normalization,
+            "spacing": spacing,
+            "shape": shape,
+            "crop_centre": crop_centre,
+            "percentiles": percentiles,
+            "roi_sigma": roi_sigma,
+            "roi_margin": roi_margin,
+        }
+        # Validates crop_centre, roi_sigma and roi_margin, so a bad setting fails here.
+        self._preprocess = preprocessing(**self._preprocess_args)
+        self._use_roi = crop_centre == "region"
+        self._predict_records: list[ScanRecord] | None = None
+        self.train_shape: tuple[int, int, int] | None = None  # restored from a checkpoint
         self._augment_args = {
             "flip_axes": flip_axes,
             "rotation": rotation,
@@ -136,30 +165,78 @@ class HydraDataModule(pl.LightningDataModule):
             by_split[record.split].append(record)
         if not by_split["train"]:
             raise DatasetError(f"{self.csv}: no scans in the train split")
+        self._check_regions(records, self.csv)
         by_split["train"] = select_training_subset(by_split["train"], self.n_train, self.seed)
         return by_split
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict":
-            if "predict" not in self.scans:
-                self.scans["predict"] = self._load(self._predict_records())
+            # The scans are read in predict_dataloader: Lightning restores this module's state
+            # (the training shape) from the checkpoint after setup, before asking for loaders.
+            if self._predict_records is None:
+                self._predict_records = self.predict_records()
             return
         if "train" in self.scans:
             return
         # Validate the whole table first, so a bad row fails before any scan is read.
         for split, records in self.records().items():
             self.scans[split] = self._load(records)
+        self.train_shape = tuple(self.scans["train"][0].data.shape[1:])
 
-    def _predict_records(self) -> list[ScanRecord]:
-        path = Path(self.predict_path or self.csv or "")
+    def predict_records(self) -> list[ScanRecord]:
+        """The scans of ``predict_path`` (a CSV, or every NIfTI of a folder), checked."""
         if not (self.predict_path or self.csv):
             raise DatasetError("nothing to predict: set data.predict_path to a CSV or a folder")
+        path = Path(self.predict_path or self.csv)
         if path.is_dir():
+            if self._use_roi:
+                raise DatasetError(
+                    f"data.predict_path {path} is a folder, but data.crop_centre='region' needs "
+                    "a region mask per scan: give a CSV with 'image' and 'roi' columns instead"
+                )
             return discover_images(path)
-        return read_table(path, labels_required=False)
+        records = read_table(path, labels_required=False)
+        self._check_regions(records, path)
+        return records
 
-    def _load(self, records: Sequence[ScanRecord]) -> list[LoadedScan]:
-        return [load_scan(record, self._preprocess) for record in records]
+    def _check_regions(self, records: Sequence[ScanRecord], source: str | Path) -> None:
+        """The region recipe needs a mask for every scan; say so before any scan is read."""
+        if not self._use_roi:
+            return
+        for record in records:
+            if record.roi is None:
+                raise DatasetError(
+                    f"{source}: subject {record.subject!r} has no region mask; "
+                    "data.crop_centre='region' needs an 'roi' column (a NIfTI path relative "
+                    "to the CSV) filled on every row"
+                )
+
+    def _load(
+        self, records: Sequence[ScanRecord], preprocess: tio.Transform | None = None
+    ) -> list[LoadedScan]:
+        preprocess = preprocess or self._preprocess
+        return [load_scan(record, preprocess, roi=self._use_roi) for record in records]
+
+    def _load_predict(self) -> list[LoadedScan]:
+        if "predict" not in self.scans:
+            if self._predict_records is None:
+                self._predict_records = self.predict_records()
+            preprocess = self._preprocess
+            if self._preprocess_args["shape"] is None and self.train_shape is not None:
+                preprocess = preprocessing(**self._preprocess_args, match_shape=self.train_shape)
+            self.scans["predict"] = self._load(self._predict_records, preprocess)
+        return self.scans["predict"]
+
+    # -- checkpoint state -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: the training scans' shape, which new scans must match."""
+        return {} if self.train_shape is None else {"train_shape": list(self.train_shape)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        shape = state_dict.get("train_shape")
+        if shape is not None and self.train_shape is None:
+            self.train_shape = tuple(int(s) for s in shape)
 
     # -- loaders --------------------------------------------------------------------------------
 
@@ -197,6 +274,7 @@ class HydraDataModule(pl.LightningDataModule):
         return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
+        self._load_predict()
         return self._eval_loader("predict")
 
     def _loader(self, dataset: SetDataset, sampler: CombinationSampler, sets: int) -> DataLoader:
@@ -211,4 +289,5 @@ class HydraDataModule(pl.LightningDataModule):
 
     def subjects(self, split: str) -> list[ScanRecord]:
         """The records of a loaded split, in loader order (for prediction tables)."""
-        return [scan.record for scan in self.scans[split]]
+        scans = self._load_predict() if split == "predict" else self.scans[split]
+        return [scan.record for scan in scans]

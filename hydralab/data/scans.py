@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from hydralab.data.sampler import ZERO_SLOT
 from hydralab.data.table import DatasetError, ScanRecord
+from hydralab.data.transforms import ROI_KEY
 
 
 @dataclass(frozen=True)
@@ -46,36 +47,84 @@ def read_nifti(path: Path) -> tuple[torch.Tensor, np.ndarray]:
     return torch.from_numpy(np.ascontiguousarray(data)), image.affine
 
 
-def load_scan(record: ScanRecord, preprocess: tio.Transform) -> LoadedScan:
-    """Read one NIfTI, check it is a usable 3D scan, and preprocess it; errors name the file."""
-    path = record.image
-    if not path.is_file():
-        raise DatasetError(f"scan of subject {record.subject!r} not found: {path}")
+_READ_ERRORS = (
+    OSError,
+    EOFError,
+    zlib.error,
+    gzip.BadGzipFile,
+    RuntimeError,
+    ValueError,
+    nib.filebasedimages.ImageFileError,
+)
+
+
+def _read_volume(path: Path, image_class: type[tio.Image], what: str, subject: str) -> tio.Image:
+    """Read one NIfTI and check it is a finite 3D volume; ``what`` and the subject name it."""
     try:
-        image = tio.ScalarImage(path, reader=read_nifti)
+        image = image_class(path, reader=read_nifti)
         image.load()
-    except (
-        OSError,
-        EOFError,
-        zlib.error,
-        gzip.BadGzipFile,
-        RuntimeError,
-        ValueError,
-        nib.filebasedimages.ImageFileError,
-    ) as error:
-        raise DatasetError(
-            f"cannot read scan {path} (subject {record.subject!r}): {error}"
-        ) from error
+    except _READ_ERRORS as error:
+        raise DatasetError(f"cannot read {what} {path} (subject {subject!r}): {error}") from error
     data = image.data
     if data.ndim != 4 or data.shape[0] != 1:
         raise DatasetError(
-            f"scan {path} has {data.shape[0]} volumes (a 4D image); hydralab needs one 3D volume"
+            f"{what} {path} has {data.shape[0]} volumes (a 4D image); hydralab needs one 3D volume"
         )
     if data.numel() == 0:
-        raise DatasetError(f"scan {path} is empty (shape {tuple(data.shape[1:])})")
+        raise DatasetError(f"{what} {path} is empty (shape {tuple(data.shape[1:])})")
     if not torch.isfinite(data).all():
-        raise DatasetError(f"scan {path} contains NaN or infinite voxels")
-    subject = preprocess(tio.Subject(image=image))
+        raise DatasetError(f"{what} {path} contains NaN or infinite voxels")
+    return image
+
+
+def load_region(record: ScanRecord, image: tio.ScalarImage) -> tio.LabelMap:
+    """Read the scan's region mask and check it lies on the scan's voxel grid.
+
+    The mask multiplies and crops the scan voxel by voxel, so a mask of another shape or affine
+    (e.g. drawn on another scan, or not yet registered) would silently select the wrong voxels.
+    """
+    roi = record.roi
+    if roi is None:
+        raise DatasetError(
+            f"subject {record.subject!r} ({record.image}) has no region mask: "
+            "data.crop_centre='region' needs an 'roi' column in the dataset CSV, filled on "
+            "every row"
+        )
+    if not roi.is_file():
+        raise DatasetError(f"region mask of subject {record.subject!r} not found: {roi}")
+    mask = _read_volume(roi, tio.LabelMap, "region mask", record.subject)
+    if tuple(mask.shape) != tuple(image.shape):
+        raise DatasetError(
+            f"region mask {roi} has shape {tuple(mask.shape[1:])} but scan {record.image} has "
+            f"{tuple(image.shape[1:])}; the mask must be on the scan's voxel grid"
+        )
+    if not np.allclose(mask.affine, image.affine, atol=1e-3):
+        raise DatasetError(
+            f"region mask {roi} and scan {record.image} have different affines (voxel-to-world "
+            f"maps):\n{np.round(mask.affine, 4)}\nvs\n{np.round(image.affine, 4)}; the mask must "
+            "be on the scan's voxel grid"
+        )
+    if not (mask.data > 0).any():
+        raise DatasetError(
+            f"region mask {roi} (subject {record.subject!r}) is empty: nothing to crop around"
+        )
+    return mask
+
+
+def load_scan(record: ScanRecord, preprocess: tio.Transform, roi: bool = False) -> LoadedScan:
+    """Read one NIfTI, check it is a usable 3D scan, and preprocess it; errors name the file.
+
+    With ``roi``, the record's region mask joins the subject as the label map ``roi`` that the
+    region transforms (``RegionMask``, ``CropToRegion``) read; only the scan is kept.
+    """
+    path = record.image
+    if not path.is_file():
+        raise DatasetError(f"scan of subject {record.subject!r} not found: {path}")
+    image = _read_volume(path, tio.ScalarImage, "scan", record.subject)
+    images: dict[str, tio.Image] = {"image": image}
+    if roi:
+        images[ROI_KEY] = load_region(record, image)
+    subject = preprocess(tio.Subject(**images))
     out = subject["image"]
     return LoadedScan(
         record=record,

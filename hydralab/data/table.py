@@ -1,7 +1,8 @@
 """The dataset table: one row per scan (image path, global label, split), validated before training.
 
 A dataset is a CSV with columns ``image`` (a NIfTI path, relative to the CSV) and ``label``
-(float), optional ``split`` (train/val/test) and ``subject``. Every problem is reported with the
+(float), optional ``split`` (train/val/test), ``subject`` and ``roi`` (a region-mask NIfTI,
+relative to the CSV, for ``data.crop_centre: region``). Every problem is reported with the
 file, the row and the column, before a single scan is loaded.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ class ScanRecord:
     image: Path
     label: float
     split: str | None
+    roi: Path | None = None  # region mask (PVS recipe), from the optional 'roi' column
 
 
 def read_table(csv_path: str | Path, *, labels_required: bool = True) -> list[ScanRecord]:
@@ -89,7 +91,13 @@ def _parse_row(csv_path: Path, line: int, row: dict[str, str], labels_required: 
     if split is not None and split not in SPLITS:
         raise DatasetError(f"{where}: split {row['split']!r} is not one of {SPLITS}")
     subject = row.get("subject", "").strip() or _subject_from_path(image)
-    return ScanRecord(subject=subject, image=image, label=label, split=split)
+    roi_text = row.get("roi", "").strip()
+    roi = None
+    if roi_text:
+        roi = Path(roi_text)
+        if not roi.is_absolute():
+            roi = csv_path.parent / roi
+    return ScanRecord(subject=subject, image=image, label=label, split=split, roi=roi)
 
 
 def _subject_from_path(image: Path) -> str:
@@ -132,10 +140,7 @@ def assign_splits(
     splits = np.full(len(records), "train", dtype=object)
     splits[order[:n_val]] = "val"
     splits[order[n_val : n_val + n_test]] = "test"
-    return [
-        ScanRecord(r.subject, r.image, r.label, str(s))
-        for r, s in zip(records, splits, strict=True)
-    ]
+    return [replace(r, split=str(s)) for r, s in zip(records, splits, strict=True)]
 
 
 def select_training_subset(
