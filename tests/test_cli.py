@@ -28,6 +28,7 @@ def _fit(csv: Path, root: Path, *extra: str, method: str = "hydranet"):
             "--data.n_train=null",
             "--trainer.max_epochs=3",
             "--trainer.check_val_every_n_epoch=1",
+            "--trainer.val_check_interval=1.0",
             "--trainer.enable_progress_bar=false",
             f"--tracking.root={root}",
             *extra,

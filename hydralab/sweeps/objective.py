@@ -11,7 +11,8 @@ trial's user attributes:
 - ``run_dir``, ``best_checkpoint``, ``best_<metric>`` (e.g. ``best_val_icc_c1``, also the
   trial's value), every test metric (``test_icc_c1``, ``test_icc_a1``, ``test_mse``, ...) and
   ``test_predictions`` (the CSV of per-scan test predictions);
-- ``error``: why a failed trial failed (an exception, a NaN loss, a config the CLI rejected).
+- ``error``: why a failed trial failed (an exception, a NaN loss, a config the CLI rejected,
+  Ctrl-C).
 
 A failure is re-raised so Optuna marks the trial FAIL; the worker catches it and goes on.
 """
@@ -97,6 +98,11 @@ class SweepObjective:
             cli = self._run(trial, cli_args(self.spec, overrides, self.sweep_dir, trial.number))
             return self._record(trial, cli)
         except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            # Ctrl-C (RunInterrupted from the runner): Optuna fails the trial and stops the
+            # worker; the sweep must stop too, not record a failure and go on to the next.
+            trial.set_user_attr("error", "interrupted (Ctrl-C)")
             raise
         except Exception as error:
             trial.set_user_attr("error", f"{type(error).__name__}: {error}")

@@ -5,11 +5,19 @@ LightningCLI gives the conventions Lightning users know (``--config``, ``--print
 one fresh run folder per run (CSV metrics, W&B offline run, checkpoints, predictions), the model's
 ``method``/``k``/``p`` linked into the data module, a best-epoch checkpoint by a configurable
 monitor, and, after ``fit``, a test of that best checkpoint.
+
+Work is not lost quietly (docs/robustness.md): a run folder that cannot be created stops the run
+before any scan is read; a checkpoint that cannot be written (a full disk) stops it naming the
+file and leaves the earlier checkpoints whole; Ctrl-C keeps ``last.ckpt``, and
+``--ckpt_path last`` resumes from the newest ``last.ckpt`` of the same ``tracking.root/name``.
+Checkpoints are loaded with ``weights_only=True`` unless ``--weights_only=false`` is given.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -17,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -50,12 +60,62 @@ class Tracking:
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
 
 
+LAST_CHECKPOINT = "last.ckpt"
+
+
+class RunFolderError(ValueError):
+    """The run folder cannot be created; raised before any scan is read or any step is trained.
+
+    A ``ValueError``, so ``hydralab`` prints the message without a traceback.
+    """
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (typically a full disk); keeps the ``OSError``'s errno."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run; says where its ``last.ckpt`` is and how to resume.
+
+    A ``KeyboardInterrupt``, so Python callers (a sweep worker) stop as well rather than record
+    a failure and go on.
+    """
+
+    def __init__(self, run_dir: Path | None, last: Path | None) -> None:
+        self.run_dir = run_dir
+        self.last = last
+        super().__init__(self.resume_hint())
+
+    def resume_hint(self) -> str:
+        if self.last is None:
+            return f"interrupted before any checkpoint was saved (run folder {self.run_dir})"
+        config = self.last.parent.parent / "config.yaml"
+        return (
+            f"interrupted; {self.last} holds the last saved state. Resume with: "
+            f'hydralab fit --config "{config}" --ckpt_path last'
+        )
+
+
 def claim_run_dir(parent: Path) -> Path:
     """Create and return the first free ``parent/version_N``.
 
     ``mkdir`` either creates the folder or fails, so two runs starting at the same moment (sweep
     workers) never share one.
+
+    Raises:
+        RunFolderError: ``parent`` cannot be created or written (read-only, a file in the way).
     """
+    try:
+        return _claim_run_dir(parent)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise RunFolderError(
+            f"cannot create a run folder in {parent}: {reason} ({error.filename or parent}); "
+            "set --tracking.root to a writable folder"
+        ) from error
+
+
+def _claim_run_dir(parent: Path) -> Path:
     parent.mkdir(parents=True, exist_ok=True)
     number = sum(1 for p in parent.iterdir() if p.name.startswith("version_"))
     while True:
@@ -65,6 +125,93 @@ def claim_run_dir(parent: Path) -> Path:
             return candidate
         except FileExistsError:
             number += 1
+
+
+def find_last_checkpoint(parent: Path) -> Path | None:
+    """The most recently written ``last.ckpt`` among the runs ``parent/version_*``.
+
+    Each run gets a fresh folder, so Lightning's own ``ckpt_path="last"`` (which looks in the
+    new, empty run's checkpoint folder) would silently start from scratch.
+    """
+    found = [
+        p for p in Path(parent).glob(f"version_*/checkpoints/{LAST_CHECKPOINT}") if p.is_file()
+    ]
+    return max(found, key=lambda p: p.stat().st_mtime_ns, default=None)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint beside its final name, then rename it into place.
+
+    Lightning's own writer stages the file in the system temporary folder and moves it; when
+    that folder is on another disk, the move copies into the final file, so a disk filling up
+    during the copy truncates the previous ``last.ckpt``. A rename within one folder is atomic:
+    a checkpoint file is either the previous one or the new one, whole.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        try:
+            with partial.open("wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, with a write failure reported as what the user must know.
+
+    Checkpoints are written atomically (:class:`AtomicCheckpointIO`), and the previous best is
+    removed only after the new one is saved; so when a write fails, the checkpoints saved
+    before are still complete. The error says so, and how to resume.
+
+    ``last.ckpt`` is rewritten at every validation (or epoch end). Lightning 2.6 rewrites it only
+    when a new best is saved, so after a plateau Ctrl-C and ``--ckpt_path last`` would go back
+    to the best epoch and lose every step since.
+    """
+
+    def on_validation_end(self, trainer: Trainer, pl_module: Any) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: Any) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer: Trainer) -> None:
+        # Skipped when this step is already saved (a new best, and last.ckpt with it).
+        if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        try:
+            super()._save_checkpoint(trainer, filepath)
+        except OSError as error:
+            folder = Path(filepath).parent
+            kept = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+            resume = (
+                f'; free some space, then resume with: hydralab fit --config "'
+                f'{folder.parent / "config.yaml"}" --ckpt_path last'
+                if LAST_CHECKPOINT in kept
+                else ""
+            )
+            raise CheckpointWriteError(
+                error.errno,
+                f"could not write checkpoint {filepath} at step {trainer.global_step} "
+                f"({error.strerror or error}); the checkpoints saved before are intact: "
+                f"{', '.join(kept) or 'none yet'}{resume}",
+            ) from error
 
 
 class HydraCLI(LightningCLI):
@@ -79,7 +226,7 @@ class HydraCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_class_arguments(Tracking, "tracking")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.add_lightning_class_args(PredictionsCSV, "predictions")
         parser.set_defaults(
             {
@@ -91,6 +238,38 @@ class HydraCLI(LightningCLI):
         )
         for key in ("method", "k", "p"):
             parser.link_arguments(f"model.{key}", f"data.{key}")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, then make checkpoint loading safe and ``--ckpt_path last`` find the last run.
+
+        The resolved values go into the saved ``config.yaml``: it names the checkpoint resumed.
+        """
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand is None:
+            return
+        section = self.config[subcommand]
+        # torch >= 2.6 already defaults to weights_only=True; say so rather than rely on it.
+        if section.get("weights_only") is None:
+            section["weights_only"] = True
+        if section.get("ckpt_path") == "last":
+            parent = Path(section["tracking"]["root"]) / section["tracking"]["name"]
+            last = find_last_checkpoint(parent)
+            if last is not None:
+                section["ckpt_path"] = str(last)
+            elif subcommand == "fit":
+                # Lightning's convention: "last" with nothing to resume trains from scratch.
+                warnings.warn(
+                    f"--ckpt_path=last: no {LAST_CHECKPOINT} in {parent}/version_*/checkpoints; "
+                    "training from scratch",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                section["ckpt_path"] = None
+            else:
+                raise RunFolderError(
+                    f"--ckpt_path=last: no {LAST_CHECKPOINT} in {parent}/version_*/checkpoints"
+                )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         tracking: Tracking = self._get(self.config_init, "tracking")
@@ -111,8 +290,12 @@ class HydraCLI(LightningCLI):
                 )
             )
             kwargs.setdefault("callbacks", []).append(WandbSummaryCallback())
+        plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            plugins.append(AtomicCheckpointIO())
         trainer = super().instantiate_trainer(
-            logger=loggers, default_root_dir=str(self.run_dir), **kwargs
+            logger=loggers, default_root_dir=str(self.run_dir), plugins=plugins, **kwargs
         )
         # The checkpoint callback's folder follows the run, not Lightning's default location.
         for callback in trainer.callbacks:
@@ -120,13 +303,31 @@ class HydraCLI(LightningCLI):
                 callback.dirpath = str(self.run_dir / "checkpoints")
         return trainer
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run the subcommand; Ctrl-C becomes :class:`RunInterrupted` instead of ``exit(1)``.
+
+        Lightning answers Ctrl-C by shutting down gracefully, ignoring further SIGINTs, and
+        calling ``sys.exit(1)``; a sweep would take that for a rejected config and go on with
+        Ctrl-C disabled.
+        """
+        try:
+            super()._run_subcommand(subcommand)
+        except SystemExit:
+            if not self.trainer.interrupted:
+                raise
+            checkpoints = self.run_dir / "checkpoints" if self.run_dir else None
+            last = checkpoints / LAST_CHECKPOINT if checkpoints else None
+            raise RunInterrupted(self.run_dir, last if last and last.is_file() else None) from None
+
     def after_fit(self) -> None:
         """Test the best checkpoint, as a paper reports it, when the data has a test split."""
         if not self.datamodule.scans.get("test"):
             return
         checkpoint = self.trainer.checkpoint_callback
         ckpt_path = "best" if checkpoint is not None and checkpoint.best_model_path else None
-        results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        results = self.trainer.test(
+            self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, weights_only=True
+        )
         self.test_metrics = dict(results[0]) if results else {}
 
     def after_test(self) -> None:
@@ -138,17 +339,41 @@ def run_cli(args: Sequence[str] | None = None, callbacks: Sequence[Callback] = (
 
     ``callbacks`` are added to the trainer's (e.g. a sweep's pruning callback, which holds a live
     Optuna trial and so cannot come from a config).
+
+    Ctrl-C: from the command line (``args`` None) the resume hint is printed and the process
+    exits with 130; a Python caller gets :class:`RunInterrupted`. Either way the SIGINT handler
+    Lightning switched off is restored, and the W&B run is marked as not successful.
     """
     argv = sys.argv
     if args is not None:
         # Called from Python (demo, sweeps): LightningCLI must not also look at our own argv.
         sys.argv = argv[:1]
+    sigint = signal.getsignal(signal.SIGINT)
+    exit_code: int | None = None
     try:
         defaults = {"callbacks": [TestPredictionsCSV(), *callbacks]}
         return HydraCLI(args=list(args) if args is not None else None, trainer_defaults=defaults)
+    except RunInterrupted as interrupt:
+        exit_code = 130
+        if args is None:
+            print(f"hydralab: {interrupt.resume_hint()}", file=sys.stderr)
+            raise SystemExit(130) from None
+        raise
+    except Exception:
+        exit_code = 1
+        raise
     finally:
         sys.argv = argv
-        finish_wandb()
+        _restore_sigint(sigint)
+        finish_wandb(exit_code)
+
+
+def _restore_sigint(handler: Any) -> None:
+    if handler is None or signal.getsignal(signal.SIGINT) == handler:
+        return
+    # Outside the main thread handlers cannot be set, and Lightning could not have changed it.
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGINT, handler)
 
 
 def quiet_environment() -> None:

@@ -32,6 +32,7 @@ def _sweep_file(path: Path, csv: Path) -> Path:
             "data.n_train": None,
             "trainer.max_steps": 4,
             "trainer.check_val_every_n_epoch": 1,
+            "trainer.val_check_interval": 1.0,
             "trainer.log_every_n_steps": 1,
             "trainer.enable_model_summary": False,
             "tracking.wandb_mode": "disabled",

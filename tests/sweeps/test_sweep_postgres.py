@@ -121,6 +121,7 @@ def test_two_workers_on_postgres_run_each_grid_point_once(
             "data.batch_size": 4,
             "trainer.max_steps": 2,
             "trainer.check_val_every_n_epoch": 1,
+            "trainer.val_check_interval": 1.0,
             "trainer.log_every_n_steps": 1,
             "trainer.enable_model_summary": False,
             "tracking.wandb_mode": "disabled",

@@ -23,9 +23,12 @@ def _spec(tmp_path: Path, **changes):
 
 def test_shipped_sweeps_load_with_the_papers_sizes():
     curve = load_spec(ROOT / "sweeps" / "learning_curve.yaml")
-    assert curve.sampler == "grid" and curve.target_trials() == 30
+    # 2 methods x N in {12, 20, 30} x 3 seeds, one step budget for every point.
+    assert curve.sampler == "grid" and curve.target_trials() == 18
     assert curve.base_config == ROOT / "configs" / "blobs" / "hydranet.yaml"
-    assert curve.overrides["trainer.max_steps"] == 600
+    assert curve.overrides["trainer.max_steps"] == 1500
+    lesions = load_spec(ROOT / "sweeps" / "learning_curve_lesions.yaml")
+    assert lesions.space == curve.space and "lesions" in str(lesions.base_config)
     table = load_spec(ROOT / "sweeps" / "loss_table.yaml")
     assert table.target_trials() == 12 and "lesions" in str(table.base_config)
     hpo = load_spec(ROOT / "sweeps" / "hpo.yaml")

@@ -42,6 +42,7 @@ def write_sweep(path: Path, csv: Path, space: dict, **extra) -> Path:
         "data.batch_size": 4,
         "trainer.max_steps": 4,
         "trainer.check_val_every_n_epoch": 1,
+        "trainer.val_check_interval": 1.0,
         "trainer.log_every_n_steps": 1,
         "trainer.enable_model_summary": False,
         "tracking.wandb_mode": "disabled",
