@@ -10,6 +10,10 @@ Each figure is the median of repeated timings with its interquartile range (IQR)
   time against p = 0.
 * ``data``: images/s out of the HydraDataModule's train DataLoader, TorchIO augmentation
   included, on a synthetic ``blobs`` dataset; the ratio is data over the model's train step.
+* ``data`` (augmentation): images/s of the training augmentation alone at the default scan size
+  (20^3), TorchIO per scan on the CPU (the DataLoader's path, one process) against
+  ``BatchAugmentation`` on the whole batch on the train device (``data.augment_on: device``);
+  the ratio is batched over TorchIO.
 * ``memory``: peak memory of one step against K (one set per step), standard and chunked
   (``chunk_size``). On CUDA: ``torch.cuda.max_memory_allocated`` above the step's start. On CPU
   there is no allocator peak to read, so it is the peak of the bytes held by tensors that
@@ -210,6 +214,41 @@ def bench_data(side: int, batch: int, repeats: int, n_train: int) -> list[Row]:
     ]
 
 
+def bench_augment(side: int, batch: int, repeats: int) -> list[Row]:
+    """Images/s of TorchIO's per-scan augmentation against the batched one on the train device."""
+    import torchio as tio
+
+    from hydralab.data.device_augment import BatchAugmentation
+    from hydralab.data.transforms import augmentation
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    gen = torch.Generator().manual_seed(0)
+    scans = torch.rand(batch, 1, side, side, side, generator=gen)
+    affine = torch.eye(4, dtype=torch.float64)
+    per_scan = augmentation()
+
+    def cpu_batch() -> torch.Tensor:
+        # as SetDataset.image does it, scan by scan
+        subjects = (tio.Subject(image=tio.ScalarImage(tensor=s, affine=affine)) for s in scans)
+        return torch.stack([per_scan(subject)["image"].data.float() for subject in subjects])
+
+    batched = BatchAugmentation(affine=affine)
+    on_device = scans.to(device)
+    cpu_rate = [batch / t for t in timings(cpu_batch, repeats)]
+    device_rate = [batch / t for t in timings(lambda: batched(on_device), repeats)]
+    ratio = statistics.median(device_rate) / statistics.median(cpu_rate)
+    return [
+        Row("data", f"augment TorchIO cpu side {side}", cpu_rate, "img/s"),
+        Row(
+            "data",
+            f"augment batched {device} side {side}",
+            device_rate,
+            "img/s",
+            f"{ratio:.1f}x TorchIO",
+        ),
+    ]
+
+
 def bench_memory(side: int, ks: list[int], chunk: int) -> list[Row]:
     on_cuda = torch.cuda.is_available()
     unit = "MiB (CUDA peak)" if on_cuda else "MiB (saved tensors)"
@@ -279,10 +318,12 @@ def main(argv: list[str] | None = None) -> None:
         WARMUP = 0
         sides, ks, batch, repeats = [6], [2], 2, args.repeats or 2
         mem_ks, mem_side, data_side, n_train, matmul = [2, 4], 6, 12, 2, 256
+        augment_side = 12
     else:
         sides = [16, 24, 32, 64, 96] if cuda else [16, 24, 32]
         ks, batch, repeats = [2, 4, 8], 8, args.repeats or 3
         mem_ks, mem_side, data_side, n_train = [4, 8, 16, 32], 24, 24, 32
+        augment_side = 20  # the built-in datasets' default size
         matmul = 8192 if cuda else 2048
     sides = args.sides or sides
     torch.manual_seed(0)
@@ -290,6 +331,7 @@ def main(argv: list[str] | None = None) -> None:
     # twice the batch, so that p = 0.1 empties a slot beyond the one f(0) costs in paper mode
     rows += bench_zero_slots(sides[0], 2 * batch, repeats, [0.0, 0.1, 0.5])
     rows += bench_data(data_side, batch, repeats, n_train)
+    rows += bench_augment(augment_side, batch, repeats)
     rows += bench_memory(mem_side, mem_ks, chunk=2)
     rows += bench_flops(sides[0], batch, repeats, matmul)
     device = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"

@@ -19,6 +19,7 @@ import torch
 import torchio as tio
 from torch.utils.data import DataLoader
 
+from hydralab.data.device_augment import BatchAugmentation
 from hydralab.data.sampler import CombinationSampler, validate_k_p
 from hydralab.data.scans import LoadedScan, SetDataset, discover_images, load_scan
 from hydralab.data.table import (
@@ -37,6 +38,8 @@ from hydralab.data.transforms import (
 )
 
 Method = Literal["baseline", "hydranet"]
+AugmentOn = Literal["cpu", "device"]
+AUGMENT_ON: tuple[str, ...] = ("cpu", "device")
 
 
 class HydraDataModule(pl.LightningDataModule):
@@ -65,6 +68,9 @@ class HydraDataModule(pl.LightningDataModule):
         roi_margin: voxels kept around the region's bounding box (one number or three).
         flip_axes, rotation, translation: augmentation (rotation in rad, translation in voxels).
         augment: apply the augmentation to training scans.
+        augment_on: ``cpu``, per scan with TorchIO in the DataLoader, or ``device``, per batch
+            with ``BatchAugmentation`` on the device the batch is moved to (the GPU), after the
+            transfer: the same distributions, without the CPU resampling that leaves a GPU idle.
         val_fraction, test_fraction: split sizes when the CSV has no ``split`` column.
         seed: drives the split, the training subset and the sampler.
         predict_path: a dataset CSV or a folder of NIfTI files to predict. Scans are
@@ -93,6 +99,7 @@ class HydraDataModule(pl.LightningDataModule):
         rotation: float = 0.2,
         translation: float = 2.0,
         augment: bool = True,
+        augment_on: AugmentOn = "cpu",
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
         seed: int = 0,
@@ -113,6 +120,11 @@ class HydraDataModule(pl.LightningDataModule):
         if normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
+            )
+        if augment_on not in AUGMENT_ON:
+            raise ValueError(
+                f"data.augment_on must be 'cpu' (TorchIO, per scan, in the DataLoader) or "
+                f"'device' (batched, on the training device), got {augment_on!r}"
             )
         if shape is not None and (len(shape) != 3 or min(shape) < 2):
             raise ValueError(f"shape must be three sizes >= 2, got {shape!r}")
@@ -146,6 +158,11 @@ class HydraDataModule(pl.LightningDataModule):
             "translation": translation,
         }
         self._use_augment = augment
+        self.augment_on = augment_on
+        # Built here to validate the settings; setup gives it the training scans' affine.
+        self.batch_augment: BatchAugmentation | None = (
+            BatchAugmentation(**self._augment_args) if augment and augment_on == "device" else None
+        )
         self.scans: dict[str, list[LoadedScan]] = {}
 
     # -- loading --------------------------------------------------------------------------------
@@ -182,6 +199,11 @@ class HydraDataModule(pl.LightningDataModule):
         for split, records in self.records().items():
             self.scans[split] = self._load(records)
         self.train_shape = tuple(self.scans["train"][0].data.shape[1:])
+        if self.batch_augment is not None:
+            # Rotations are physical, so anisotropic voxels need the voxel-to-world affine; the
+            # first training scan's serves the batch, as its spacing serves the CPU path.
+            affine = self.scans["train"][0].affine
+            self.batch_augment = BatchAugmentation(**self._augment_args, affine=affine)
 
     def predict_records(self) -> list[ScanRecord]:
         """The scans of ``predict_path`` (a CSV, or every NIfTI of a folder), checked."""
@@ -243,9 +265,20 @@ class HydraDataModule(pl.LightningDataModule):
     def train_dataset(self) -> SetDataset:
         scans = self.scans["train"]
         augment = None
-        if self._use_augment:
+        if self._use_augment and self.augment_on == "cpu":
             augment = augmentation(spacing=scans[0].spacing, **self._augment_args)
         return SetDataset(scans, augment)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augment training batches on their device when ``augment_on`` is ``device``.
+
+        Lightning calls this after moving each batch to the device; evaluation, prediction and
+        the sanity check are left alone (``trainer.training`` is False there).
+        """
+        trainer = self.trainer
+        if self.batch_augment is None or trainer is None or not trainer.training:
+            return batch
+        return {**batch, "images": self.batch_augment(batch["images"], batch["zero"])}
 
     def train_sampler(self) -> CombinationSampler:
         return CombinationSampler(

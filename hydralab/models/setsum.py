@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
 ZeroMode = Literal["paper", "anchored", "skip"]
+ChunkSize = int | Literal["auto"] | None
+# 2**24 voxels: about 10 GiB of activations saved for backward by BaseRegressor in float32
+# (about 0.65 KiB a voxel, benchmarks/bench.py), far above the CPU default sizes (8 images of 20^3
+# = 64,000 voxels) and a GPU batch of 16 scans of 96^3 (14.2 M), which all keep the fast path.
+DEFAULT_CHUNK_THRESHOLD = 2**24
 
 
 class _ChunkedBase(torch.autograd.Function):
@@ -100,6 +106,9 @@ class SetSumRegressor(nn.Module):
     of a chunk are recomputed in backward instead of kept (see ``_ChunkedBase``). The loss is still
     computed once on the summed prediction, with the same value and gradients as without chunks;
     the cost is one more forward pass. ``None`` (the default) keeps the single-call path.
+    ``"auto"`` chunks only a call whose images hold more than ``chunk_threshold`` voxels in all,
+    in chunks of as many images as fit under it, so small batches keep the faster single call
+    and only a batch that would need that much memory pays for the recomputation.
     """
 
     def __init__(
@@ -107,26 +116,51 @@ class SetSumRegressor(nn.Module):
         base: nn.Module,
         k: int,
         zero_mode: ZeroMode = "paper",
-        chunk_size: int | None = None,
+        chunk_size: ChunkSize = None,
+        chunk_threshold: int = DEFAULT_CHUNK_THRESHOLD,
     ):
         super().__init__()
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
         if zero_mode not in get_args(ZeroMode):
             raise ValueError(f"zero_mode must be one of {get_args(ZeroMode)}, got {zero_mode!r}")
-        if chunk_size is not None and (
+        if chunk_size not in (None, "auto") and (
             isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
         ):
-            raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
+            raise ValueError(
+                f"chunk_size must be None, 'auto' or an integer >= 1, got {chunk_size!r}"
+            )
+        if (
+            isinstance(chunk_threshold, bool)
+            or not isinstance(chunk_threshold, int)
+            or chunk_threshold < 1
+        ):
+            raise ValueError(f"chunk_threshold must be an integer >= 1, got {chunk_threshold!r}")
         self.base = base
         self.k = k
         self.zero_mode: ZeroMode = zero_mode
-        self.chunk_size = chunk_size
+        self.chunk_size: ChunkSize = chunk_size
+        self.chunk_threshold = chunk_threshold
+
+    def images_per_call(self, n_images: int, voxels_per_image: int) -> int | None:
+        """How many images ``base`` may see at once in a call of ``n_images``; None: all of them.
+
+        ``"auto"`` keeps one call up to ``chunk_threshold`` voxels, then takes as many images per
+        chunk as fit under it (at least one).
+        """
+        chunk = self.chunk_size
+        if chunk == "auto":
+            if n_images * voxels_per_image <= self.chunk_threshold:
+                return None
+            chunk = max(1, self.chunk_threshold // voxels_per_image)
+        if chunk is None or n_images <= chunk:
+            return None
+        return chunk
 
     def _run_base(self, images: Tensor) -> Tensor:
         """``base(images)``, chunked with recomputation when ``chunk_size`` asks and grads flow."""
-        chunk = self.chunk_size
-        if chunk is None or images.shape[0] <= chunk or not torch.is_grad_enabled():
+        chunk = self.images_per_call(images.shape[0], math.prod(images.shape[1:]))
+        if chunk is None or not torch.is_grad_enabled():
             return self.base(images)
         params = [p for p in self.base.parameters() if p.requires_grad]
         return _ChunkedBase.apply(images, chunk, self.base, *params)

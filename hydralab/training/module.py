@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from hydralab.data.sampler import validate_k_p
 from hydralab.models.regressor import BaseRegressor
-from hydralab.models.setsum import SetSumRegressor
+from hydralab.models.setsum import DEFAULT_CHUNK_THRESHOLD, ChunkSize, SetSumRegressor
 from hydralab.training.metrics import agreement_metrics
 
 Loss = Literal["mse", "mae"]
@@ -45,7 +45,13 @@ class HydraModule(pl.LightningModule):
         lr_schedule: ``none`` or ``cosine`` (annealed over the trainer's total steps).
         memory_chunk: push at most this many images through the network at once while training,
             recomputing activations in backward, so memory stops growing with K; same loss and
-            gradients, about one more forward pass of time. ``None`` keeps one call per batch.
+            gradients, about one more forward pass of time. ``None`` keeps one call per batch;
+            ``auto`` (the default) chunks only a step whose images hold more than
+            ``memory_chunk_threshold`` voxels in all, so small steps keep the faster single call.
+        memory_chunk_threshold: the most voxels (images x voxels per image) pushed through the
+            network at once under ``memory_chunk: auto``; the default 2**24 (about 10 GiB of
+            saved float32 activations for ``BaseRegressor``) keeps the CPU and GPU configs'
+            sizes on the single-call path. Lower it to fit a smaller GPU.
     """
 
     def __init__(
@@ -61,7 +67,8 @@ class HydraModule(pl.LightningModule):
         lr: float = 1.0,
         optimizer_kwargs: dict[str, Any] | None = None,
         lr_schedule: Literal["none", "cosine"] = "none",
-        memory_chunk: int | None = None,
+        memory_chunk: ChunkSize = "auto",
+        memory_chunk_threshold: int = DEFAULT_CHUNK_THRESHOLD,
     ) -> None:
         super().__init__()
         if method not in ("baseline", "hydranet"):
@@ -79,9 +86,26 @@ class HydraModule(pl.LightningModule):
             )
         if isinstance(label_scale, (int, float)) and not label_scale > 0:
             raise ValueError(f"model.label_scale must be positive, got {label_scale}")
+        if memory_chunk not in (None, "auto") and (
+            isinstance(memory_chunk, bool) or not isinstance(memory_chunk, int) or memory_chunk < 1
+        ):
+            raise ValueError(
+                f"model.memory_chunk must be null, 'auto' or an integer >= 1, got {memory_chunk!r}"
+            )
+        if isinstance(memory_chunk_threshold, bool) or not (
+            isinstance(memory_chunk_threshold, int) and memory_chunk_threshold >= 1
+        ):
+            raise ValueError(
+                "model.memory_chunk_threshold must be an integer >= 1 (voxels), "
+                f"got {memory_chunk_threshold!r}"
+            )
         self.save_hyperparameters(ignore=["regressor"])
         self.model = SetSumRegressor(
-            regressor or BaseRegressor(), k=k, zero_mode=zero_mode, chunk_size=memory_chunk
+            regressor or BaseRegressor(),
+            k=k,
+            zero_mode=zero_mode,
+            chunk_size=memory_chunk,
+            chunk_threshold=memory_chunk_threshold,
         )
         self.loss_fn = LOSSES[loss]
         scale = 1.0 if isinstance(label_scale, str) else float(label_scale)

@@ -34,12 +34,25 @@ class ChunkedCalls(nn.Module):
 
 
 def loss_and_grads(
-    chunk: int | None, zero_mode: str, dropout: float = 0.0, reference_chunk: int | None = None
+    chunk: int | str | None,
+    zero_mode: str,
+    dropout: float = 0.0,
+    reference_chunk: int | None = None,
+    threshold: int = 2**24,
+    calls: list[int] | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     torch.manual_seed(0)
     base = BaseRegressor(dropout=dropout).double()
+    if calls is not None:  # record how many images each call of base sees
+        base.register_forward_pre_hook(lambda _, args: calls.append(args[0].shape[0]))
     net = base if reference_chunk is None else ChunkedCalls(base, reference_chunk)
-    model = SetSumRegressor(net, k=4, zero_mode=zero_mode, chunk_size=chunk)  # type: ignore[arg-type]
+    model = SetSumRegressor(
+        net,  # type: ignore[arg-type]
+        k=4,
+        zero_mode=zero_mode,  # type: ignore[arg-type]
+        chunk_size=chunk,  # type: ignore[arg-type]
+        chunk_threshold=threshold,
+    )
     gen = torch.Generator().manual_seed(1)
     images = torch.randn(3, 4, *SHAPE, generator=gen, dtype=torch.float64)
     zero = torch.rand(3, 4, generator=gen) < 0.3
@@ -103,6 +116,59 @@ def test_chunked_memory_does_not_grow_with_k() -> None:
 def test_chunk_size_is_validated() -> None:
     with pytest.raises(ValueError, match="chunk_size"):
         SetSumRegressor(BaseRegressor(), k=2, chunk_size=0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        SetSumRegressor(BaseRegressor(), k=2, chunk_size="always")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="chunk_threshold"):
+        SetSumRegressor(BaseRegressor(), k=2, chunk_size="auto", chunk_threshold=0)
+
+
+VOXELS = 216  # one 6^3 image
+
+
+@pytest.mark.parametrize(
+    ("chunk", "threshold", "n_images", "expected"),
+    [
+        ("auto", 12 * VOXELS, 12, None),  # at the threshold: one call
+        ("auto", 12 * VOXELS - 1, 12, 11),  # just above: as many images as fit under it
+        ("auto", 5 * VOXELS + 100, 12, 5),
+        ("auto", 100, 12, 1),  # one image is above it: one image per chunk, never zero
+        ("auto", 100, 1, None),  # a single image cannot be split
+        (None, 1, 12, None),
+        (4, 2**30, 12, 4),  # a fixed size ignores the threshold
+        (4, 1, 3, None),
+    ],
+)
+def test_auto_chunking_selects_by_voxels_per_call(chunk, threshold, n_images, expected) -> None:
+    model = SetSumRegressor(BaseRegressor(), k=4, chunk_size=chunk, chunk_threshold=threshold)
+    assert model.images_per_call(n_images, VOXELS) == expected
+
+
+@pytest.mark.parametrize("zero_mode", ["paper", "anchored", "skip"])
+def test_auto_chunking_keeps_the_standard_loss_and_grads(zero_mode: str) -> None:
+    standard_calls: list[int] = []
+    standard = loss_and_grads(None, zero_mode, calls=standard_calls)
+    small_calls: list[int] = []  # far under the threshold: the same single call
+    assert_same(loss_and_grads("auto", zero_mode, calls=small_calls), standard)
+    assert small_calls == standard_calls and len(small_calls) == 1
+    chunked_calls: list[int] = []  # above it: chunks of at most 3 images, same loss and grads
+    assert_same(
+        loss_and_grads("auto", zero_mode, threshold=3 * VOXELS, calls=chunked_calls), standard
+    )
+    assert max(chunked_calls) <= 3 and len(chunked_calls) > 2
+
+
+def test_auto_chunking_bounds_memory_above_the_threshold() -> None:
+    def peak(k: int, threshold: int) -> int:
+        torch.manual_seed(0)
+        model = SetSumRegressor(BaseRegressor(), k=k, chunk_size="auto", chunk_threshold=threshold)
+        images = torch.randn(1, k, *SHAPE)
+        zero = torch.zeros(1, k, dtype=torch.bool)
+        return bench.saved_tensor_peak_bytes(
+            lambda: model.forward_sets(images, zero)[0].sum().backward()
+        )
+
+    assert peak(16, threshold=2 * VOXELS) <= 1.3 * peak(4, threshold=2 * VOXELS)
+    assert peak(16, threshold=2**24) > 3 * peak(4, threshold=2**24)  # under it: standard path
 
 
 def test_hydra_module_passes_memory_chunk() -> None:
@@ -111,3 +177,10 @@ def test_hydra_module_passes_memory_chunk() -> None:
     module = HydraModule(method="hydranet", k=4, memory_chunk=2)
     assert module.model.chunk_size == 2
     assert module.hparams.memory_chunk == 2
+    default = HydraModule(method="hydranet", k=4, memory_chunk_threshold=1000)
+    assert default.model.chunk_size == "auto" and default.model.chunk_threshold == 1000
+    # the CPU default sizes (8 images of 20^3) stay on the single-call path
+    assert HydraModule(method="hydranet", k=4).model.images_per_call(8 + 1, 20**3) is None
+    for bad in ({"memory_chunk": 0}, {"memory_chunk": "yes"}, {"memory_chunk_threshold": 0}):
+        with pytest.raises(ValueError, match="model.memory_chunk"):
+            HydraModule(method="hydranet", k=4, **bad)
