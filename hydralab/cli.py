@@ -10,8 +10,10 @@ statistics (see :mod:`hydralab.reports`).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -131,7 +133,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Read a study's trials and test predictions from its storage and write the "
         "table, runs.csv, learning_curves.png and predictions_vs_labels.png.",
     )
-    report.add_argument("--storage", required=True, help="the study's storage URL or journal")
+    report.add_argument(
+        "--storage",
+        help="the study's storage URL or journal; default $HYDRALAB_STORAGE, else "
+        "runs/sweeps/STUDY/study.db (where `hydralab sweep` puts it)",
+    )
     report.add_argument("--study", required=True, help="study name")
     report.add_argument("--format", choices=("md", "csv", "latex"), default="md")
     report.add_argument("--out", default="reports", help="output folder (default reports)")
@@ -149,6 +155,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # DatasetError and configuration errors name the culprit: show the message, not a trace.
         print(f"hydralab: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        # A full disk (CheckpointWriteError), a folder that cannot be written: the message says
+        # which file and what failed; a traceback would only bury it.
+        print(f"hydralab: error: {_describe_os_error(error)}", file=sys.stderr)
+        return 2
+
+
+def _describe_os_error(error: OSError) -> str:
+    """``strerror: filename`` without Python's ``[Errno N]`` prefix, which tells a user nothing."""
+    if not error.strerror:
+        return str(error)
+    files = [f for f in (error.filename, error.filename2) if f is not None]
+    return ": ".join([error.strerror, *(str(f) for f in files)])
 
 
 def _run(argv: list[str], from_command_line: bool) -> int:
@@ -187,13 +206,28 @@ def _run(argv: list[str], from_command_line: bool) -> int:
         from hydralab.reports.render import write_report
 
         text, files = write_report(
-            args.storage, args.study, args.format, args.out, args.n_resamples, args.seed
+            _report_storage(args), args.study, args.format, args.out, args.n_resamples, args.seed
         )
         print(text)
         print("wrote " + ", ".join(str(path) for path in files))
         return 0
     _parser().print_help()
     return 0
+
+
+def _report_storage(args: argparse.Namespace) -> str:
+    """The storage a report reads: the one given, the environment's, or the sweep's default."""
+    from hydralab.sweeps.study import DEFAULT_ROOT, STORAGE_ENV, default_storage_url
+
+    if args.storage or os.environ.get(STORAGE_ENV):
+        return args.storage or os.environ[STORAGE_ENV]
+    sweep_dir = Path(DEFAULT_ROOT) / args.study
+    if not (sweep_dir / "study.db").is_file():
+        raise ValueError(
+            f"no --storage, no ${STORAGE_ENV}, and no {sweep_dir / 'study.db'}: "
+            "give the study's storage URL with --storage"
+        )
+    return default_storage_url(sweep_dir)
 
 
 def _make_table(args: argparse.Namespace) -> int:

@@ -121,10 +121,28 @@ def load_scan(record: ScanRecord, preprocess: tio.Transform, roi: bool = False) 
     if not path.is_file():
         raise DatasetError(f"scan of subject {record.subject!r} not found: {path}")
     image = _read_volume(path, tio.ScalarImage, "scan", record.subject)
+    # TorchIO's min-max and percentile rescaling only warn on a constant scan (without naming
+    # the file) and keep it as it is: all zeros would then pass for Hydranet's empty slot.
+    low, high = float(image.data.min()), float(image.data.max())
+    if low == high:
+        value = "all zeros" if low == 0 else f"every voxel is {low:g}"
+        raise DatasetError(
+            f"scan {path} (subject {record.subject!r}) is constant ({value}) and cannot be "
+            "normalised: an empty or failed export?"
+        )
     images: dict[str, tio.Image] = {"image": image}
     if roi:
         images[ROI_KEY] = load_region(record, image)
-    subject = preprocess(tio.Subject(**images))
+    try:
+        subject = preprocess(tio.Subject(**images))
+    except DatasetError:
+        raise
+    except (RuntimeError, ValueError) as error:
+        # e.g. z-score on a scan constant inside its region: TorchIO's own error, made a
+        # DatasetError so the command line prints it without a traceback.
+        raise DatasetError(
+            f"cannot preprocess scan {path} (subject {record.subject!r}): {error}"
+        ) from error
     out = subject["image"]
     return LoadedScan(
         record=record,

@@ -46,7 +46,13 @@ def read_table(csv_path: str | Path, *, labels_required: bool = True) -> list[Sc
     try:
         # utf-8-sig strips the byte-order mark that spreadsheet programs put before the header.
         frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+    except UnicodeDecodeError as error:
+        # Excel's plain "CSV" is the system code page (latin-1 or UTF-16), not UTF-8.
+        raise DatasetError(
+            f"{csv_path}: not a readable CSV ({error}); it is not UTF-8 text: save it as UTF-8 "
+            '("CSV UTF-8" in Excel)'
+        ) from error
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise DatasetError(f"{csv_path}: not a readable CSV ({error})") from error
     frame.columns = [str(column).strip() for column in frame.columns]
     required = REQUIRED_COLUMNS if labels_required else ("image",)
@@ -60,8 +66,10 @@ def read_table(csv_path: str | Path, *, labels_required: bool = True) -> list[Sc
         raise DatasetError(f"{csv_path}: no rows")
     if "label" not in frame.columns:
         frame["label"] = ""
-    records = [_parse_row(csv_path, line, row, labels_required) for line, row in _rows(frame)]
+    rows = list(_rows(frame))
+    records = [_parse_row(csv_path, line, row, labels_required) for line, row in rows]
     _check_unique_subjects(csv_path, records)
+    _check_unique_images(csv_path, records, [line for line, _ in rows])
     return records
 
 
@@ -114,6 +122,27 @@ def _check_unique_subjects(csv_path: Path, records: Sequence[ScanRecord]) -> Non
         if record.subject in seen:
             raise DatasetError(f"{csv_path}: subject {record.subject!r} appears more than once")
         seen.add(record.subject)
+
+
+def _check_unique_images(
+    csv_path: Path, records: Sequence[ScanRecord], lines: Sequence[int]
+) -> None:
+    """One scan under two subject names could land in both train and test, leaking the label.
+
+    Paths are compared resolved, so ``a.nii``, ``./a.nii`` and an absolute path to the same file
+    (or a symlink to it) are one image.
+    """
+    seen: dict[Path, tuple[int, ScanRecord]] = {}
+    for line, record in zip(lines, records, strict=True):
+        key = record.image.resolve()
+        if key in seen:
+            first_line, first = seen[key]
+            raise DatasetError(
+                f"{csv_path}: line {line} (subject {record.subject!r}) and line {first_line} "
+                f"(subject {first.subject!r}) list the same image {key}; each scan may appear "
+                "once"
+            )
+        seen[key] = (line, record)
 
 
 def assign_splits(

@@ -17,6 +17,7 @@ import json
 import os
 import struct
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -125,20 +126,67 @@ class WandbSummaryCallback(pl.Callback):
                 )
 
 
+LOG_CLOSE_TIMEOUT_S = 30.0
+"""How long :func:`finish_wandb` waits for wandb-core to write out a finished run's log."""
+
+
 def finish_wandb(exit_code: int | None = None) -> None:
     """Finish the active W&B run, if any, so the next run in this process starts clean.
 
     Safe to call always, typically in a ``finally`` block: it does nothing when no run is active
     (without importing wandb if nothing did), and a failure to finish is reported as a warning
     rather than raised, so it never hides the exception that brought the caller there.
+
+    On return the run's transaction log is complete, so :func:`read_offline_run` can read it at
+    once: ``wandb.finish()`` returns when wandb-core has *handled* the exit record, but the core
+    writes the buffered log out only when it closes the stream, which ``finish`` requests
+    without waiting. Under CPU load a reader could find the log still holding only its header.
     """
     wandb = sys.modules.get("wandb")
-    if wandb is None or getattr(wandb, "run", None) is None:
+    run = None if wandb is None else getattr(wandb, "run", None)
+    if run is None:
         return
+    log = _sync_file(run)
     try:
         wandb.finish(exit_code=exit_code)
     except Exception as error:
         warnings.warn(f"wandb.finish() failed: {error!r}", RuntimeWarning, stacklevel=2)
+        return
+    if log is not None and not _wait_for_exit_record(log, LOG_CLOSE_TIMEOUT_S):
+        warnings.warn(
+            f"W&B has not written the end of {log} after {LOG_CLOSE_TIMEOUT_S:g} s; "
+            "the run's log may be incomplete",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+def _sync_file(run: Any) -> Path | None:
+    """The run's transaction log, if it has one on disk (not in ``disabled`` mode)."""
+    try:
+        path = Path(run.settings.sync_file)
+    except Exception:  # a disabled run's stand-in settings, or another wandb version
+        return None
+    return path if path.is_file() else None
+
+
+def _wait_for_exit_record(log: Path, timeout: float) -> bool:
+    """Poll ``log`` until its exit record (the last one wandb-core writes) is on disk."""
+    deadline = time.monotonic() + timeout
+    delay, last_size = 0.005, -1
+    while True:
+        size = log.stat().st_size if log.exists() else -1
+        if size != last_size:  # the log is written out at once when the stream closes
+            last_size = size
+            try:
+                if any(r.WhichOneof("record_type") == "exit" for r in _read_records(log)):
+                    return True
+            except (OSError, ValueError):  # not yet there, or its header not yet written
+                pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def local_run_dirs(save_dir: Path) -> list[Path]:

@@ -145,7 +145,10 @@ def _replace_scan(csv: Path, index: int, writer) -> Path:
             ),
             "NaN or infinite voxels",
         ),
-        (lambda p: write_scan(p, np.ones((12, 10, 10))), "has shape \\(12, 10, 10\\)"),
+        (
+            lambda p: write_scan(p, np.random.default_rng(0).normal(size=(12, 10, 10))),
+            "has shape \\(12, 10, 10\\)",
+        ),
     ],
 )
 def test_bad_scans_fail_before_training_naming_the_file(tiny_csv: Path, writer, message):

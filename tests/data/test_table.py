@@ -48,6 +48,21 @@ def test_bad_tables_name_the_culprit(tmp_path: Path, text: str, message: str):
         read_table(_csv(tmp_path, text))
 
 
+@pytest.mark.parametrize("second", ["./scans/a.nii", "scans/../scans/a.nii", "ABSOLUTE"])
+def test_the_same_image_under_two_subjects_is_refused(tmp_path: Path, second: str):
+    """One scan under two names could land in train and test; spelled differently, it is one."""
+    image = tmp_path / "scans" / "a.nii"
+    second = str(image) if second == "ABSOLUTE" else second
+    csv = _csv(
+        tmp_path, f"subject,image,label\ns1,scans/a.nii,1\ns2,scans/b.nii,2\ns3,{second},3\n"
+    )
+    with pytest.raises(DatasetError) as error:
+        read_table(csv)
+    message = str(error.value)
+    assert message.startswith(f"{csv}: line 4 (subject 's3') and line 2 (subject 's1')")
+    assert f"the same image {image.resolve()}" in message
+
+
 def test_missing_csv_is_named(tmp_path: Path):
     with pytest.raises(DatasetError, match="dataset CSV not found: .*nope.csv"):
         read_table(tmp_path / "nope.csv")

@@ -41,3 +41,22 @@ def test_reports_do_not_import_torch() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_report_finds_the_storage_in_the_environment(
+    fake_study: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HYDRALAB_STORAGE", fake_study)
+    out = tmp_path / "from-env"
+    assert main(["report", "--study", "fake", "--out", str(out), "--n-resamples", "10"]) == 0
+    assert (out / "fake.md").is_file()
+
+
+def test_report_without_a_storage_says_what_to_give(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("HYDRALAB_STORAGE", raising=False)
+    monkeypatch.chdir(tmp_path)  # no runs/sweeps/fake/study.db here
+    assert main(["report", "--study", "fake"]) == 2
+    error = capsys.readouterr().err
+    assert "runs/sweeps/fake/study.db" in error and "--storage" in error

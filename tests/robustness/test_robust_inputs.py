@@ -1,20 +1,25 @@
 """Robustness of the inputs not already covered in tests/data: truncated or mislabelled scan
-files, a one-volume 4D scan, constant scans, CSVs in other encodings, negative labels.
+files, a one-volume 4D scan, constant scans, CSVs in other encodings, negative labels, and
+outputs that cannot be written.
 
 Each case is a row of docs/robustness.md.
 """
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from hydralab import cli
+from hydralab.cli import main
 from hydralab.data.scans import load_scan
 from hydralab.data.table import DatasetError, ScanRecord, read_table
 from hydralab.data.transforms import preprocessing
+from hydralab.training.runner import CheckpointWriteError
 from tests.conftest import write_scan
 
 
@@ -90,8 +95,9 @@ def test_a_preprocessing_failure_names_the_file(tmp_path: Path):
 def test_a_csv_not_in_utf8_names_the_file(tmp_path: Path, encoding: str, text: str):
     csv = tmp_path / "export.csv"
     csv.write_text(text, encoding=encoding)
-    with pytest.raises(DatasetError, match=rf"{csv}: not a readable CSV \('utf-8' codec"):
+    with pytest.raises(DatasetError, match=rf"{csv}: not a readable CSV \('utf-8' codec") as error:
         read_table(csv)
+    assert "save it as UTF-8" in str(error.value)
 
 
 def test_negative_labels_are_read_as_they_are(tmp_path: Path):
@@ -99,3 +105,27 @@ def test_negative_labels_are_read_as_they_are(tmp_path: Path):
     csv = tmp_path / "d.csv"
     csv.write_text("image,label\na.nii,-3.5\nb.nii,-0\nc.nii,2\n")
     assert [r.label for r in read_table(csv)] == [-3.5, 0.0, 2.0]
+
+
+def test_an_output_that_cannot_be_written_is_one_line_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    """An OSError (a file where a folder should be, a full disk) prints as a message, exit 2."""
+    in_the_way = tmp_path / "data"
+    in_the_way.write_text("not a folder")
+    assert main(["make-data", "blobs", str(in_the_way / "blobs"), "--n-train", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"hydralab: error: Not a directory: {in_the_way / 'blobs' / 'images'}\n"
+
+
+def test_a_checkpoint_write_error_prints_its_message_alone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    message = "could not write checkpoint X at step 4 (No space left on device); ..."
+
+    def disk_full(argv: list[str], from_command_line: bool) -> int:
+        raise CheckpointWriteError(errno.ENOSPC, message)
+
+    monkeypatch.setattr(cli, "_run", disk_full)
+    assert main(["fit"]) == 2
+    assert capsys.readouterr().err == f"hydralab: error: {message}\n"  # no "[Errno 28]"

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from hydralab.training.tracking import (
     WandbSummaryCallback,
+    _wait_for_exit_record,
     finish_wandb,
     local_run_dirs,
     make_wandb_logger,
@@ -135,6 +137,18 @@ def test_torn_log_reads_up_to_the_tear(logged_run: Path, tmp_path: Path) -> None
     assert run["run"]["exit_code"] is None  # killed runs never wrote their exit record
 
 
+def test_waiting_for_the_log_ends_at_its_exit_record(logged_run: Path, tmp_path: Path) -> None:
+    """finish_wandb waits for this: wandb.finish() returns before wandb-core writes the log out."""
+    log = next(logged_run.glob("run-*.wandb"))
+    assert _wait_for_exit_record(log, timeout=0.0)
+    header_only = tmp_path / log.name  # what a reader found right after finish, under load
+    header_only.write_bytes(log.read_bytes()[:7])
+    started = time.monotonic()
+    assert not _wait_for_exit_record(header_only, timeout=0.2)
+    assert time.monotonic() - started < 5
+    assert not _wait_for_exit_record(tmp_path / "missing.wandb", timeout=0.0)
+
+
 def test_reader_rejects_other_files(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"expected one run-\*\.wandb file"):
         read_offline_run(tmp_path)
@@ -209,6 +223,8 @@ def test_trainer_run_keeps_best_in_summary(monkeypatch: pytest.MonkeyPatch, tmp_
         finish_wandb()
         finish_wandb()  # a second call finds no active run and does nothing
 
+    # Read at once: finish_wandb returns only when wandb-core has written the whole log (before
+    # it waited for that, this read found only the log's header when the CPUs were busy).
     (run_dir,) = local_run_dirs(tmp_path / "runs")
     run = read_offline_run(run_dir)
     validation = [row for row in run["history"] if "val/icc_c1" in row]
