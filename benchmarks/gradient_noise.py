@@ -79,6 +79,11 @@ def measure(args: argparse.Namespace) -> list[dict[str, float | str]]:
         mean = g.mean(0)
         signal = float(mean.square().sum())
         noise = float((g - mean).square().sum(1).mean())
+        # Adam scales each weight by its own gradient's RMS: what moves a weight is its own SNR,
+        # so report the median over weights too (a few large gradients dominate the total).
+        variance = (g - mean).square().mean(0)
+        alive = g.abs().amax(0) > 0  # weights behind dead ReLUs get no gradient at all
+        per_weight = mean[alive].square() / variance[alive].clamp_min(1e-30)
         baseline_mean = mean if baseline_mean is None else baseline_mean
         cosine = float(torch.nn.functional.cosine_similarity(mean, baseline_mean, dim=0))
         rows.append(
@@ -89,6 +94,8 @@ def measure(args: argparse.Namespace) -> list[dict[str, float | str]]:
                 "signal": signal,
                 "noise": noise,
                 "SNR": signal / noise,
+                "median SNR": float(per_weight.median()),
+                "dead": float(1 - alive.float().mean()),
                 "cos": cosine,
             }
         )
@@ -106,12 +113,16 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="a fit's checkpoint; default: fresh weights")
     args = parser.parse_args()
     rows = measure(args)
-    print("| method | K | p | signal ‖ḡ‖² | noise E‖g−ḡ‖² | SNR | cos(ḡ, ḡ_baseline) |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| method | K | p | signal ‖ḡ‖² | noise E‖g−ḡ‖² | SNR | median per-weight SNR "
+        "| weights without gradient | cos(ḡ, ḡ_baseline) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['method']} | {r['K']} | {r['p']} | {r['signal']:.3g} | {r['noise']:.3g} "
-            f"| {r['SNR']:.3f} | {r['cos']:.2f} |"
+            f"| {r['SNR']:.3f} | {r['median SNR']:.2e} | {r['dead']:.0%} "
+            f"| {r['cos']:.2f} |"
         )
 
 

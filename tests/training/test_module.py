@@ -46,6 +46,21 @@ def test_hydranet_loss_is_computed_once_on_the_summed_prediction():
     assert loss.item() != pytest.approx(per_image.item(), rel=1e-3)
 
 
+def test_image_loss_steps_train_on_each_member_first_then_on_the_set():
+    batch = _batch(3, [[False, True, False], [False, False, False]])
+    warm = HydraModule(method="hydranet", k=3, p=0.1, zero_mode="skip", image_loss_steps=5)
+    plain = HydraModule(method="hydranet", k=3, p=0.1, zero_mode="skip")
+    plain.load_state_dict(warm.state_dict())
+    _, values = warm.model.forward_sets(batch["images"], batch["zero"])
+    real = ~batch["zero"]
+    per_image = F.mse_loss(values[real], batch["labels"][real])
+    # Step 0 < 5: the baseline's loss on the real members (empty slots left out).
+    assert warm.training_step(batch, 0).item() == pytest.approx(per_image.item(), rel=1e-6)
+    on_sets = F.mse_loss(values.sum(1), batch["set_label"])
+    assert plain.training_step(batch, 0).item() == pytest.approx(on_sets.item(), rel=1e-6)
+    assert per_image.item() != pytest.approx(on_sets.item(), rel=1e-3)
+
+
 def test_mae_loss():
     module = HydraModule(method="hydranet", k=2, loss="mae")
     batch = _batch(2, [[False, False]])
@@ -125,6 +140,7 @@ def test_f0_is_logged_each_training_epoch(tiny_csv: Path, tmp_path):
         ({"label_scale": 0.0}, "model.label_scale must be positive"),
         ({"method": "baseline", "k": 4}, "baseline uses k=1"),
         ({"method": "hydranet", "k": 2, "p": 1.5}, "p "),
+        ({"image_loss_steps": -1}, "model.image_loss_steps"),
     ],
 )
 def test_bad_settings_are_named(kwargs, message):
