@@ -53,3 +53,9 @@ def make_tiny_dataset(
 @pytest.fixture
 def tiny_csv(tmp_path: Path) -> Path:
     return make_tiny_dataset(tmp_path / "tiny")
+
+
+@pytest.fixture
+def additive_csv(tmp_path: Path) -> Path:
+    """64 scans of the bright-voxel count: enough for either method to learn it in 150 steps."""
+    return make_tiny_dataset(tmp_path / "additive", n=64, size=10)

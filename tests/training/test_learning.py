@@ -19,15 +19,12 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["baseline", "hydranet"])
-def test_each_method_learns_to_count_bright_voxels(tmp_path: Path, method: str):
-    from conftest import make_tiny_dataset
-
-    csv = make_tiny_dataset(tmp_path / "data", n=64, size=10)
+def test_each_method_learns_to_count_bright_voxels(additive_csv: Path, tmp_path: Path, method: str):
     cli = run_cli(
         [
             "fit",
             f"--config={CONFIGS / 'blobs' / f'{method}.yaml'}",
-            f"--data.csv={csv}",
+            f"--data.csv={additive_csv}",
             "--data.n_train=null",
             "--trainer.max_steps=150",
             "--trainer.val_check_interval=25",
