@@ -28,16 +28,25 @@ def _pyplot():
 
 
 def learning_curves(runs: pd.DataFrame, keys: Sequence[str], path: str | Path) -> Path:
-    """ICC and MSE against training-set size with sd error bars; written to ``path``."""
+    """ICC and MSE against training-set size with sd error bars; written to ``path``.
+
+    A study that does not sweep ``data.n_train`` (the loss table) is plotted against its first
+    swept key instead, one tick per value.
+    """
     plt = _pyplot()
     done = runs[runs["state"] == "complete"]
-    x_key = N_TRAIN if N_TRAIN in keys else None
+    x_key = N_TRAIN if N_TRAIN in keys else (keys[0] if keys else None)
     others = [key for key in keys if key != x_key]
+    ticks: list = []
+    if x_key and not pd.api.types.is_numeric_dtype(done[x_key]):
+        ticks = sorted(done[x_key].dropna().unique(), key=str)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for (method, *values), group in done.groupby(["method", *others], dropna=False, sort=True):
         pairs = zip(others, values, strict=True)
         label = method + "".join(f", {k}={v}" for k, v in pairs if not pd.isna(v))
         x = group[x_key] if x_key else pd.Series(0, index=group.index)
+        if ticks:
+            x = x.map({value: i for i, value in enumerate(ticks)})
         for ax, column in zip(axes, ("test_icc_c1", "test_mse"), strict=True):
             stats = group.assign(x=x).groupby("x")[column].agg(["mean", "std"]).sort_index()
             ax.errorbar(
@@ -49,7 +58,9 @@ def learning_curves(runs: pd.DataFrame, keys: Sequence[str], path: str | Path) -
                 label=label,
             )
     for ax, name in zip(axes, ("test ICC(3,1)", "test MSE"), strict=True):
-        ax.set_xlabel("training-set size" if x_key else "")
+        ax.set_xlabel("training-set size" if x_key == N_TRAIN else (x_key or ""))
+        if ticks:
+            ax.set_xticks(range(len(ticks)), [str(t) for t in ticks])
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")

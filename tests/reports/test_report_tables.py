@@ -93,3 +93,30 @@ def test_baseline_serves_every_k(tmp_path: Path) -> None:
     keys = ["data.n_train", "model.k"]
     assert plots.learning_curves(runs, keys, tmp_path / "curves.png").is_file()
     assert plots.predictions_vs_labels(runs, tmp_path / "scatter.png").is_file()
+
+
+def test_a_study_without_training_sizes_is_plotted_against_its_swept_key(tmp_path, monkeypatch):
+    """The loss table sweeps `model.loss`, not `data.n_train`: one tick per loss."""
+    import matplotlib.pyplot as plt
+
+    runs = pd.DataFrame(
+        {
+            "number": range(4),
+            "state": "complete",
+            "method": ["baseline", "baseline", "hydranet", "hydranet"],
+            "seed": 0,
+            "model.loss": ["mse", "mae", "mse", "mae"],
+            "test_icc_c1": [0.4, 0.3, 0.1, 0.0],
+            "test_mse": 1.0,
+            "test_predictions": None,
+            "note": "",
+        }
+    )
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    assert plots.learning_curves(runs, ["model.loss"], tmp_path / "curves.png").is_file()
+    (icc_axis, _) = figures[0].axes
+    assert [t.get_text() for t in icc_axis.get_xticklabels()] == ["mae", "mse"]
+    assert icc_axis.get_xlabel() == "model.loss"
+    baseline = icc_axis.lines[0].get_xydata().tolist()
+    assert baseline == [[0.0, 0.3], [1.0, 0.4]]
