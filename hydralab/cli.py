@@ -10,7 +10,6 @@ statistics (see :mod:`hydralab.reports`).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -217,17 +216,21 @@ def _run(argv: list[str], from_command_line: bool) -> int:
 
 def _report_storage(args: argparse.Namespace) -> str:
     """The storage a report reads: the one given, the environment's, or the sweep's default."""
-    from hydralab.sweeps.study import DEFAULT_ROOT, STORAGE_ENV, default_storage_url
+    from hydralab.sweeps.study import (
+        DEFAULT_ROOT,
+        STORAGE_ENV,
+        default_storage_url,
+        resolve_storage_url,
+    )
 
-    if args.storage or os.environ.get(STORAGE_ENV):
-        return args.storage or os.environ[STORAGE_ENV]
     sweep_dir = Path(DEFAULT_ROOT) / args.study
-    if not (sweep_dir / "study.db").is_file():
+    url = resolve_storage_url(args.storage, sweep_dir)
+    if url == default_storage_url(sweep_dir) and not (sweep_dir / "study.db").is_file():
         raise ValueError(
             f"no --storage, no ${STORAGE_ENV}, and no {sweep_dir / 'study.db'}: "
             "give the study's storage URL with --storage"
         )
-    return default_storage_url(sweep_dir)
+    return url
 
 
 def _make_table(args: argparse.Namespace) -> int:

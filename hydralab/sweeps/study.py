@@ -67,6 +67,12 @@ def default_storage_url(sweep_dir: Path) -> str:
     return f"sqlite:///{(Path(sweep_dir) / 'study.db').resolve()}"
 
 
+def resolve_storage_url(storage_url: str | None, sweep_dir: Path) -> str:
+    """The storage a sweep or a report uses: the one given, else ``$HYDRALAB_STORAGE``, else
+    the SQLite file in the sweep's folder."""
+    return storage_url or os.environ.get(STORAGE_ENV) or default_storage_url(sweep_dir)
+
+
 def journal_path(url: str) -> Path | None:
     """The file of a journal storage (``journal:///abs/x.log`` or ``path.log``), else None."""
     if url.startswith("journal://"):
@@ -520,7 +526,7 @@ def run_sweep(
         raise ValueError(f"--workers must be at least 1, got {workers}")
     sweep_dir = (Path(out) / spec.study).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    url = storage_url or os.environ.get(STORAGE_ENV) or default_storage_url(sweep_dir)
+    url = resolve_storage_url(storage_url, sweep_dir)
     print(
         f"[{spec.study}] {spec.target_trials()} trials ({spec.sampler}), {workers} worker(s), "
         f"storage {masked(url)}, runs in {sweep_dir}",
