@@ -104,8 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser(
         "sweep",
         help="run or resume an Optuna study from a sweep file",
-        description="Run a sweep to completion, or resume it: finished trials are not rerun. "
-        "Start the same command on several machines with one --storage to share the work.",
+        description="Run a sweep to completion, or resume it: finished trials are not rerun, "
+        "interrupted ones are. Start the same command on several machines with one --storage "
+        "to share the work.",
     )
     sweep.add_argument("file", help="sweep file, e.g. sweeps/learning_curve.yaml")
     sweep.add_argument(

@@ -30,6 +30,7 @@ from typing import Any
 import optuna
 
 from hydralab.sweeps.spec import SweepSpec
+from hydralab.sweeps.study import INTERRUPTED
 from hydralab.training.callbacks import TEST_PREDICTIONS
 from hydralab.training.runner import HydraCLI, run_cli
 
@@ -102,7 +103,7 @@ class SweepObjective:
         except KeyboardInterrupt:
             # Ctrl-C (RunInterrupted from the runner): Optuna fails the trial and stops the
             # worker; the sweep must stop too, not record a failure and go on to the next.
-            trial.set_user_attr("error", "interrupted (Ctrl-C)")
+            trial.set_user_attr("error", f"{INTERRUPTED} (Ctrl-C or SIGTERM)")
             raise
         except Exception as error:
             trial.set_user_attr("error", f"{type(error).__name__}: {error}")
@@ -128,6 +129,8 @@ class SweepObjective:
         """Store the run's outputs on the trial and return the best validation metric."""
         assert cli.run_dir is not None
         trial.set_user_attr("run_dir", str(cli.run_dir))
+        # optimiser steps taken: below trainer.max_steps when max_time or early stopping ended it
+        trial.set_user_attr("steps", int(cli.trainer.global_step))
         checkpoint = cli.trainer.checkpoint_callback
         score = None if checkpoint is None else checkpoint.best_model_score
         value = math.nan if score is None else float(score)

@@ -379,6 +379,48 @@ def _retry_history(trial: FrozenTrial) -> list[int]:
         return RetryCallback.retry_history(trial)
 
 
+INTERRUPTED = "interrupted"
+"""How the objective's ``error`` attribute begins for a trial stopped by Ctrl-C or SIGTERM."""
+
+
+def requeue_interrupted(study: optuna.Study) -> list[int]:
+    """Queue again, once, each trial that Ctrl-C or a stopped sweep failed; return their numbers.
+
+    Resuming must finish what an interruption (Ctrl-C, a ``timeout``, a lent machine taken
+    back) cut short, as it does for a worker killed outright (the heartbeat's retry). A trial
+    that failed on its own (a config the CLI rejects, a NaN loss) stays failed: it would fail
+    again. The retry keeps the original's point and seed, as a heartbeat retry does, but not
+    its ``error``.
+    """
+    trials = study.get_trials(deepcopy=False)
+    retried = {number for trial in trials for number in _retry_history(trial)}
+    queued = []
+    for trial in trials:
+        error = str(trial.user_attrs.get("error", ""))
+        if trial.state != TrialState.FAIL or trial.number in retried:
+            continue
+        if not error.startswith(INTERRUPTED):
+            continue
+        # The system attributes Optuna's RetryFailedTrialCallback writes, so that retry
+        # counting, grid slots and reports treat both kinds of retry alike.
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.WAITING,
+                params=trial.params,
+                distributions=trial.distributions,
+                user_attrs={k: v for k, v in trial.user_attrs.items() if k != "error"},
+                system_attrs={
+                    "failed_trial": trial.number,
+                    **trial.system_attrs,
+                    "retry_history": history,
+                },
+            )
+        )
+        queued.append(trial.number)
+    return queued
+
+
 class ProgressLine:
     """After each trial, one line: its state, metric and parameters, then the study's counts."""
 
@@ -532,12 +574,14 @@ def run_sweep(
         f"storage {masked(url)}, runs in {sweep_dir}",
         flush=True,
     )
+    _quiet_logs()
+    # Made here first, so that workers only load it; interrupted trials are queued once.
+    study = open_study(spec, open_storage(url, spec))
+    for number in requeue_interrupted(study):
+        print(f"[{spec.study}] trial {number} was interrupted: queued again", flush=True)
     if workers == 1:
         counts = run_worker(spec, sweep_dir, url)
     else:
-        # Made here first, so the workers only load it.
-        _quiet_logs()
-        open_study(spec, open_storage(url, spec))
         counts = _run_processes(spec, sweep_dir, url, workers)
     print(f"[{spec.study}] finished: {counts.line()}", flush=True)
     return counts

@@ -26,6 +26,7 @@ from hydralab.sweeps.study import (
     masked,
     open_storage,
     open_study,
+    requeue_interrupted,
     run_sweep,
     surplus_reason,
 )
@@ -227,3 +228,43 @@ def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_queued_once(
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.FAIL, TrialState.WAITING]
     assert RetryCallback.retried_trial_number(study.trials[1]) == 0
+
+
+@pytest.mark.slow
+def test_resume_reruns_a_trial_a_ctrl_c_failed_but_not_one_that_failed_on_its_own(
+    tmp_path: Path, tiny_csv: Path, capsys: pytest.CaptureFixture[str]
+):
+    """A sweep stopped by Ctrl-C (or a timeout's SIGTERM) records its running trial as FAIL;
+    the same command again must finish that point, and only once."""
+    spec = load_spec(write_sweep(tmp_path / "sweep.yaml", tiny_csv, {"seed": [0, 1, 2]}))
+    sweep_dir = tmp_path / "sweeps" / "tiny"
+    study = open_study(spec, open_storage(default_storage_url(sweep_dir), spec))
+    seeds = []
+    for error in ("interrupted (Ctrl-C or SIGTERM)", "ValueError: NaN loss"):
+        trial = study.ask()
+        seeds.append(trial.suggest_categorical("seed", [0, 1, 2]))
+        trial.set_user_attr("seed", seeds[-1])
+        trial.set_user_attr("error", error)
+        study.tell(trial, state=TrialState.FAIL)
+    interrupted = seeds[0]
+    (left,) = {0, 1, 2} - set(seeds)
+
+    counts = run_sweep(spec, out=tmp_path / "sweeps")
+    assert "[tiny] trial 0 was interrupted: queued again" in capsys.readouterr().out
+    assert (counts.complete, counts.failed, counts.left) == (2, 1, 0)
+    trials = optuna.load_study(study_name="tiny", storage=default_storage_url(sweep_dir)).trials
+    retry = next(t for t in trials if RetryCallback.retried_trial_number(t) == 0)
+    assert retry.state == TrialState.COMPLETE and retry.params == {"seed": interrupted}
+    assert retry.user_attrs["seed"] == interrupted and "error" not in retry.user_attrs
+    done = sorted(t.params["seed"] for t in trials if t.state == TrialState.COMPLETE)
+    assert done == sorted([interrupted, left])
+    assert [t.params["seed"] for t in trials if t.state == TrialState.FAIL] == seeds
+
+    # Queued once: a second resume finds the point done and queues nothing.
+    assert (
+        requeue_interrupted(
+            optuna.load_study(study_name="tiny", storage=default_storage_url(sweep_dir))
+        )
+        == []
+    )
+    assert run_sweep(spec, out=tmp_path / "sweeps") == counts
