@@ -54,6 +54,9 @@ class HydraDataModule(pl.LightningDataModule):
         batch_size: images per step, a multiple of ``k`` (batch 4 with K = 4 is one set).
         n_train: how many training scans to use, picked evenly over the label range.
         replacement: draw sets with replacement instead of partitioning the scans each epoch.
+        full_batches: make every training batch full: an epoch is then the fewest whole passes
+            over the training scans that fill its batches (without it, N = 20 scans in batches of
+            4 sets of 4 alternate a batch of 4 sets with a batch of one set).
         normalization: ``minmax`` (the paper), ``percentile`` or ``zscore``.
         percentiles: the clipping range of ``percentile`` normalisation. Keep the upper one
             below the share of lesion voxels, or the lesions still set the scale.
@@ -88,6 +91,7 @@ class HydraDataModule(pl.LightningDataModule):
         batch_size: int = 4,
         n_train: int | None = None,
         replacement: bool = False,
+        full_batches: bool = False,
         normalization: Normalization = "minmax",
         percentiles: tuple[float, float] = (0.5, 99.5),
         spacing: float | None = None,
@@ -287,6 +291,7 @@ class HydraDataModule(pl.LightningDataModule):
             self.p,
             replacement=self.hparams.replacement,
             seed=self.seed,
+            sets_per_batch=self.batch_size // self.k if self.hparams.full_batches else 1,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -47,6 +47,19 @@ def test_baseline_batches_are_single_scans_and_epochs_see_every_scan(tiny_csv: P
     assert not any(b["zero"].any() for b in batches)
 
 
+@pytest.mark.parametrize("method, k", [("hydranet", 4), ("baseline", 1)])
+def test_full_batches_make_every_step_a_full_batch(tiny_csv: Path, method: str, k: int):
+    """8 training scans in batches of 12 images: one pass ends in a short batch (2 sets of 4,
+    8 scans); with full_batches an epoch is 3 passes, 2 full batches, each scan seen 3 times."""
+    kwargs = {"method": method, "k": k, "batch_size": 12, "augment": False, "seed": 2}
+    short = [b["images"].shape[:2] for b in _module(tiny_csv, **kwargs).train_dataloader()]
+    assert short == [(8 // k, k)]
+    batches = list(_module(tiny_csv, full_batches=True, **kwargs).train_dataloader())
+    assert [b["images"].shape[:2] for b in batches] == [(12 // k, k)] * 2
+    seen = sorted(int(i) for b in batches for i in b["index"].ravel())
+    assert seen == sorted(list(range(8)) * 3)
+
+
 def test_preprocessing_rescales_each_scan_to_unit_range(tiny_csv: Path):
     dm = _module(tiny_csv)
     for scans in dm.scans.values():

@@ -91,3 +91,30 @@ def test_baseline_is_a_shuffled_permutation_of_single_scans():
 def test_bad_k_or_p_is_named(k, p, culprit):
     with pytest.raises(ValueError, match=rf"^{culprit} "):
         CombinationSampler(10, k, p)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=sizes, k=ks, sets_per_batch=st.integers(1, 8), seed=seeds, epoch=st.integers(0, 20))
+def test_full_batches_fill_every_batch_and_visit_each_scan_equally(
+    n, k, sets_per_batch, seed, epoch
+):
+    sampler = CombinationSampler(n, k, seed=seed, sets_per_batch=sets_per_batch)
+    sets = sampler.sets_for_epoch(epoch)
+    assert len(sets) == len(sampler) and len(sets) % sets_per_batch == 0
+    passes = len(sets) // -(-n // k)
+    assert passes * -(-n // k) == len(sets)
+    # the fewest whole passes that fill the batches
+    assert all((pass_ * -(-n // k)) % sets_per_batch for pass_ in range(1, passes))
+    counts = Counter(sets[sets != ZERO_SLOT].tolist())
+    assert set(counts) == set(range(n)) and set(counts.values()) == {passes}
+
+
+def test_full_batches_at_n20_k4_batch16_make_five_full_batches_not_a_one_set_batch():
+    plain = CombinationSampler(20, 4, seed=0)
+    full = CombinationSampler(20, 4, seed=0, sets_per_batch=4)
+    assert len(plain) == 5 and len(full) == 20  # 5 sets: a batch of 4 sets, then one of 1
+    # one pass per epoch draws exactly what it drew before the option existed
+    np.testing.assert_array_equal(
+        CombinationSampler(12, 4, 0.1, seed=3, sets_per_batch=3).sets_for_epoch(2),
+        CombinationSampler(12, 4, 0.1, seed=3).sets_for_epoch(2),
+    )
