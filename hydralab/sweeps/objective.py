@@ -9,7 +9,7 @@ trial's user attributes:
   and the batch-size rounding); ``seed``; ``output_dir`` (set before training, so a failed
   trial's folder is findable);
 - ``run_dir``, ``best_checkpoint``, ``best_<metric>`` (e.g. ``best_val_icc_c1``, also the
-  trial's value), every test metric (``test_icc_c1``, ``test_icc_a1``, ``test_mse``, ...) and
+  trial's value), ``steps`` (optimiser steps taken), every test metric (``test_icc_c1``, ``test_icc_a1``, ``test_mse``, ...) and
   ``test_predictions`` (the CSV of per-scan test predictions);
 - ``error``: why a failed trial failed (an exception, a NaN loss, a config the CLI rejected,
   Ctrl-C).
