@@ -9,10 +9,11 @@ trial's user attributes:
   and the batch-size rounding); ``seed``; ``output_dir`` (set before training, so a failed
   trial's folder is findable);
 - ``run_dir``, ``best_checkpoint``, ``best_<metric>`` (e.g. ``best_val_icc_c1``, also the
-  trial's value), ``steps`` (optimiser steps taken), every test metric (``test_icc_c1``, ``test_icc_a1``, ``test_mse``, ...) and
-  ``test_predictions`` (the CSV of per-scan test predictions);
+  trial's value), ``steps`` (optimiser steps taken), every test metric (``test_icc_c1``,
+  ``test_icc_a1``, ``test_mse``, ...) and ``test_predictions`` (the CSV of per-scan test
+  predictions);
 - ``error``: why a failed trial failed (an exception, a NaN loss, a config the CLI rejected,
-  Ctrl-C).
+  Ctrl-C or SIGTERM; a resumed sweep reruns only the last kind).
 
 A failure is re-raised so Optuna marks the trial FAIL; the worker catches it and goes on.
 """
