@@ -396,10 +396,8 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
     retried = {number for trial in trials for number in _retry_history(trial)}
     queued = []
     for trial in trials:
-        error = str(trial.user_attrs.get("error", ""))
-        if trial.state != TrialState.FAIL or trial.number in retried:
-            continue
-        if not error.startswith(INTERRUPTED):
+        interrupted = str(trial.user_attrs.get("error", "")).startswith(INTERRUPTED)
+        if trial.state != TrialState.FAIL or not interrupted or trial.number in retried:
             continue
         # The system attributes Optuna's RetryFailedTrialCallback writes, so that retry
         # counting, grid slots and reports treat both kinds of retry alike.
