@@ -12,7 +12,7 @@ against plain eager float32 on the same device in the same run:
 * ``float16 autocast + GradScaler`` (CUDA only): Lightning's ``precision: 16-mixed``.
 
 A switch is worth a default only where its ratio clears the spread of the eager timings. The
-step is built as ``bench.make_step`` builds it, so the figures line up with ``make bench``.
+step is ``bench.make_step``'s with Adam (the configs' optimiser) in place of Adadelta.
 """
 
 from __future__ import annotations
