@@ -36,9 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     make = commands.add_parser("make-data", help="write a built-in synthetic dataset")
     make.add_argument("task", choices=("blobs", "lesions"), help="blob count or lesion volume")
     make.add_argument("out", help="output folder (gets dataset.csv and images/)")
-    make.add_argument("--n-train", type=int, default=30)
-    make.add_argument("--n-val", type=int, default=20)
-    make.add_argument("--n-test", type=int, default=50)
+    make.add_argument("--n-train", type=int, default=30, help="training scans (default 30)")
+    make.add_argument("--n-val", type=int, default=50, help="validation scans (default 50)")
+    make.add_argument(
+        "--n-test", type=int, default=500, help="test scans (default 500: a tight test ICC)"
+    )
     make.add_argument("--size", type=int, default=16, help="cube side in voxels")
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--difficulty", type=float, default=2.0, help="nuisance scale")

@@ -67,6 +67,8 @@ def test_fit_writes_a_complete_run_and_tests_the_best_checkpoint(tiny_csv: Path,
     predictions = pd.read_csv(run / "test_predictions.csv")
     assert list(predictions.columns) == ["subject", "image", "label", "prediction"]
     assert sorted(predictions["subject"]) == ["s12", "s13", "s14", "s15"]
+    trained = pd.read_csv(run / "train_subjects.csv")  # every run says which scans it learnt
+    assert sorted(trained["subject"]) == [f"s{i:02d}" for i in range(8)]
     expected = agreement_metrics(predictions["prediction"], predictions["label"])
     assert cli.test_metrics["test/icc_c1"] == pytest.approx(expected["icc_c1"], abs=1e-5)
     assert cli.test_metrics["test/mse"] == pytest.approx(expected["mse"], rel=1e-5)

@@ -52,7 +52,9 @@ class HydraDataModule(pl.LightningDataModule):
         k: scans per virtual sample (linked from the model's ``k`` by the CLI).
         p: probability that a slot holds the all-zero image instead of a scan.
         batch_size: images per step, a multiple of ``k`` (batch 4 with K = 4 is one set).
-        n_train: how many training scans to use, picked evenly over the label range.
+        n_train: how many training scans to use: the first ``n_train`` of a seeded ordering
+            whose every prefix covers the label range evenly, so smaller subsets are nested in
+            larger ones (:func:`~hydralab.data.table.training_order`).
         replacement: draw sets with replacement instead of partitioning the scans each epoch.
         full_batches: make every training batch full: an epoch is then the fewest whole passes
             over the training scans that fill its batches (without it, N = 20 scans in batches of
@@ -75,7 +77,13 @@ class HydraDataModule(pl.LightningDataModule):
             with ``BatchAugmentation`` on the device the batch is moved to (the GPU), after the
             transfer: the same distributions, without the CPU resampling that leaves a GPU idle.
         val_fraction, test_fraction: split sizes when the CSV has no ``split`` column.
-        seed: drives the split, the training subset and the sampler.
+        seed: the training randomness: the sampler's draws (augmentation follows
+            ``seed_everything``). It never changes which scans are trained or tested on.
+        split_seed: draws the val/test split when the CSV has no ``split`` column; fixed apart
+            from ``seed`` so that every training seed and every ``n_train`` is tested on the
+            same scans.
+        subset_seed: draws which ``n_train`` training scans are used; fixed apart from ``seed``
+            so that a sweep can vary the subset and the training seed separately.
         predict_path: a dataset CSV or a folder of NIfTI files to predict. Scans are
             preprocessed as in training; without ``shape``, those whose size differs from the
             training scans' (saved in the checkpoint) are cropped/padded to it.
@@ -107,6 +115,8 @@ class HydraDataModule(pl.LightningDataModule):
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
         seed: int = 0,
+        split_seed: int = 0,
+        subset_seed: int = 0,
         predict_path: str | None = None,
         num_workers: int = 0,
     ) -> None:
@@ -132,6 +142,17 @@ class HydraDataModule(pl.LightningDataModule):
             )
         if shape is not None and (len(shape) != 3 or min(shape) < 2):
             raise ValueError(f"shape must be three sizes >= 2, got {shape!r}")
+        for key, value in (
+            ("seed", seed),
+            ("split_seed", split_seed),
+            ("subset_seed", subset_seed),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"data.{key} must be an integer >= 0, got {value!r}")
+        if n_train is not None and (
+            isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1
+        ):
+            raise ValueError(f"data.n_train must be an integer >= 1, got {n_train!r}")
         self.save_hyperparameters()
         self.csv = csv
         self.method = method
@@ -140,6 +161,8 @@ class HydraDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.n_train = n_train
         self.seed = seed
+        self.split_seed = split_seed
+        self.subset_seed = subset_seed
         self.num_workers = num_workers
         self.predict_path = predict_path
         self._preprocess_args = {
@@ -172,14 +195,18 @@ class HydraDataModule(pl.LightningDataModule):
     # -- loading --------------------------------------------------------------------------------
 
     def records(self) -> dict[str, list[ScanRecord]]:
-        """The scans of each split, after the seeded split and the training-set subset."""
+        """The scans of each split: ``split_seed`` draws the split, ``subset_seed`` the subset.
+
+        Neither depends on ``seed``, so runs that differ only in their training seed (or in
+        ``n_train``) share their validation and test scans.
+        """
         if self.csv is None:
             raise DatasetError("no dataset: set data.csv to a dataset CSV")
         records = assign_splits(
             read_table(self.csv),
             self.hparams.val_fraction,
             self.hparams.test_fraction,
-            self.seed,
+            self.split_seed,
         )
         by_split: dict[str, list[ScanRecord]] = {s: [] for s in ("train", "val", "test")}
         for record in records:
@@ -187,7 +214,9 @@ class HydraDataModule(pl.LightningDataModule):
         if not by_split["train"]:
             raise DatasetError(f"{self.csv}: no scans in the train split")
         self._check_regions(records, self.csv)
-        by_split["train"] = select_training_subset(by_split["train"], self.n_train, self.seed)
+        by_split["train"] = select_training_subset(
+            by_split["train"], self.n_train, self.subset_seed
+        )
         return by_split
 
     def setup(self, stage: str | None = None) -> None:

@@ -148,10 +148,13 @@ def _check_unique_images(
 def assign_splits(
     records: Sequence[ScanRecord], val_fraction: float, test_fraction: float, seed: int
 ) -> list[ScanRecord]:
-    """Give every record a split: keep the CSV's own, or draw a seeded one when it has none.
+    """Give every record a split: keep the CSV's own, or draw one with the split seed ``seed``.
 
-    A CSV either has a split for every row or for none; mixing would make the drawn split depend
-    on which rows happen to be labelled.
+    ``seed`` is ``data.split_seed``, never the training seed: a learning curve or a comparison
+    across training seeds is only fair when every run is tested on the same scans. The draw is
+    made over the subjects in name order, so reordering the CSV's rows does not move a scan to
+    another split. A CSV either has a split for every row or for none; mixing would make the
+    drawn split depend on which rows happen to be labelled.
     """
     with_split = [record.split is not None for record in records]
     if all(with_split):
@@ -163,7 +166,9 @@ def assign_splits(
             f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) "
             "and leave room for training scans"
         )
-    order = np.random.default_rng(seed).permutation(len(records))
+    _require_seed("data.split_seed", seed)
+    by_name = sorted(range(len(records)), key=lambda i: _name_key(records[i]))
+    order = np.asarray(by_name)[np.random.default_rng(seed).permutation(len(records))]
     n_val = round(val_fraction * len(records))
     n_test = round(test_fraction * len(records))
     splits = np.full(len(records), "train", dtype=object)
@@ -175,23 +180,83 @@ def assign_splits(
 def select_training_subset(
     records: Sequence[ScanRecord], n_train: int | None, seed: int
 ) -> list[ScanRecord]:
-    """Pick ``n_train`` training scans spread evenly over the label range, reproducibly.
+    """The first ``n_train`` scans of :func:`training_order` (subset seed ``seed``), by subject.
 
-    The paper shrank its training set keeping a pseudo-uniform label distribution, so that a
-    learning curve compares like with like. Scans are sorted by label and cut into ``n_train``
-    quantile bins of (nearly) equal size; one scan is drawn at random from each bin.
+    ``seed`` is ``data.subset_seed``, independent of the training seed, so a sweep can cross
+    training seeds with subsets (or hold the subset fixed while the training seed varies).
     """
     if n_train is None or n_train == len(records):
         return list(records)
-    if n_train < 1:
-        raise DatasetError(f"n_train must be >= 1, got {n_train}")
+    if isinstance(n_train, bool) or not isinstance(n_train, int | np.integer) or n_train < 1:
+        raise DatasetError(f"data.n_train must be an integer >= 1, got {n_train!r}")
     if n_train > len(records):
         raise DatasetError(
-            f"n_train={n_train} is larger than the train split ({len(records)} scans)"
+            f"data.n_train={n_train} is larger than the train split ({len(records)} scans)"
         )
+    picked = training_order(records, seed, n_train)
+    return sorted(picked, key=_name_key)
+
+
+def training_order(
+    records: Sequence[ScanRecord], seed: int, n: int | None = None
+) -> list[ScanRecord]:
+    """A seeded ordering of the training scans whose every prefix covers the label range evenly.
+
+    The paper shrank its training set by hand, keeping the label range evenly covered, so that a
+    learning curve compares like with like. Two properties make that reproducible:
+
+    - nested: the N = 12 subset is the start of the N = 20 one, so a larger N only adds scans
+      and the curve measures the effect of N, not of a different draw;
+    - pseudo-uniform over [min, max] label, not following the label density: the targets are a
+      van der Corput sequence (base 2) rotated by a random offset drawn from ``seed``, mapped
+      onto [min label, max label]; each target takes the nearest scan not yet picked. A sparse
+      tail of high labels thus gets its share of the label range even at small N, where one
+      scan per label quantile would give it only its (small) share of the scans.
+
+    Ties (equal distance) go to a seeded random priority assigned over the subjects in name
+    order, so the CSV's row order never changes the result. Returns the first ``n`` scans (all
+    by default) in the order they were picked.
+    """
+    _require_seed("data.subset_seed", seed)
+    by_name = sorted(records, key=_name_key)
+    count = len(by_name) if n is None else min(n, len(by_name))
+    if not by_name or count < 1:
+        return []
+    labels = np.array([record.label for record in by_name], dtype=float)
     rng = np.random.default_rng(seed)
-    # Ties are broken by subject so the order (and the draw) does not depend on the CSV's order.
-    by_label = sorted(records, key=lambda record: (record.label, record.subject))
-    bins = np.array_split(np.arange(len(by_label)), n_train)
-    picked = [by_label[int(rng.choice(bin_))] for bin_ in bins]
-    return sorted(picked, key=lambda record: record.subject)
+    rotation = rng.random()
+    priority = rng.permutation(len(by_name))
+    low, span = labels.min(), labels.max() - labels.min()
+    free = np.ones(len(by_name), dtype=bool)
+    picked: list[ScanRecord] = []
+    for i in range(count):
+        target = low + ((rotation + van_der_corput(i)) % 1.0) * span
+        distance = np.where(free, np.abs(labels - target), np.inf)
+        nearest = np.flatnonzero(distance == distance.min())
+        choice = int(nearest[np.argmin(priority[nearest])])
+        free[choice] = False
+        picked.append(by_name[choice])
+    return picked
+
+
+def van_der_corput(index: int, base: int = 2) -> float:
+    """The ``index``-th point of the van der Corput sequence in [0, 1) (0, 1/2, 1/4, 3/4, ...).
+
+    Every prefix of the sequence is spread nearly evenly over [0, 1), which is what makes every
+    prefix of :func:`training_order` cover the label range.
+    """
+    value, scale = 0.0, 1.0 / base
+    while index:
+        index, digit = divmod(index, base)
+        value += digit * scale
+        scale /= base
+    return value
+
+
+def _name_key(record: ScanRecord) -> tuple[str, str]:
+    return record.subject, str(record.image)
+
+
+def _require_seed(key: str, seed: object) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise DatasetError(f"{key} must be an integer >= 0, got {seed!r}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,20 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from hydralab.reports.stats import PairedScans, compare_pair, paired_bootstrap
+from hydralab.reports.stats import PairedScans, compare_pair, pearson, scan_bootstrap
+from hydralab.reports.verdict import detectable_difference, seed_aware_difference
 from hydralab.sweeps.study import journal_path, live_trials
 
 METHODS = ("baseline", "hydranet")
-NOT_GROUPED = ("model.method", "seed")
+REPLICATE = ("seed", "data.subset_seed")
+"""What tells two runs of one table row apart: other models of the same method."""
+REPLICATE_NAMES = ("seed", "subset_seed")
+NOT_GROUPED = ("model.method", *REPLICATE)
 HYDRANET_ONLY = ("model.k", "model.p")
 """Keys a baseline trial never samples (it trains with k=1, p=0): its runs serve every value."""
+STOPPING = ("steps", "best_step", "last_step", "stop_reason")
+"""How a run stopped (trial attributes of :mod:`hydralab.sweeps.objective`); ``plateau`` is the
+only ``stop_reason`` of a run that converged."""
 STATES = {
     TrialState.COMPLETE: "complete",
     TrialState.FAIL: "failed",
@@ -76,7 +84,9 @@ def trial_runs(study: optuna.Study) -> pd.DataFrame:
     """One row per trial that stands for a run, plus one per grid point with no trial.
 
     Columns: ``number`` (None for missing), ``state`` (complete, failed, pruned, running,
-    waiting, missing), ``method``, ``seed``, the swept keys, ``test_icc_c1``, ``test_mse``,
+    waiting, missing), ``method``, ``seed``, ``data.subset_seed`` (None unless swept), the
+    swept keys, ``test_icc_c1``, ``test_mse``, how the run stopped (``steps``, ``best_step``,
+    ``last_step``, ``stop_reason``; None where the trial did not record them),
     ``test_predictions`` and ``note`` (a failed trial's error).
     """
     keys = group_keys(study)
@@ -96,14 +106,20 @@ def trial_runs(study: optuna.Study) -> pd.DataFrame:
             for key in HYDRANET_ONLY:
                 if key in keys:
                     row[key] = None
+        row["data.subset_seed"] = trial.params.get(
+            "data.subset_seed", config.get("data.subset_seed")
+        )
         row["test_icc_c1"] = attrs.get("test_icc_c1", math.nan)
         row["test_mse"] = attrs.get("test_mse", math.nan)
+        for name in STOPPING:
+            row[name] = attrs.get(name, attrs.get("steps") if name == "last_step" else None)
         row["test_predictions"] = attrs.get("test_predictions")
         row["note"] = attrs.get("error", "")
         rows.append(row)
     rows += _missing_points(study, rows, keys)
-    columns = ["number", "state", "method", "seed", *keys, "test_icc_c1", "test_mse"]
-    table = pd.DataFrame(rows, columns=[*columns, "test_predictions", "note"])
+    columns = ["number", "state", "method", "seed", "data.subset_seed", *keys]
+    columns += ["test_icc_c1", "test_mse", *STOPPING, "test_predictions", "note"]
+    table = pd.DataFrame(rows, columns=columns)
     return table.astype({"number": "Int64"})
 
 
@@ -120,6 +136,7 @@ def _missing_points(
         point = dict(zip(space, values, strict=True))
         method = point.get("model.method", "hydranet")
         row = {"number": None, "state": "missing", "method": method, "seed": point.get("seed")}
+        row["data.subset_seed"] = point.get("data.subset_seed")
         row.update({key: point.get(key) for key in keys})
         if method == "baseline":
             row.update({key: None for key in HYDRANET_ONLY if key in keys})
@@ -130,7 +147,7 @@ def _missing_points(
 
 
 def _point(row: dict[str, Any], keys: Sequence[str]) -> tuple[Any, ...]:
-    return (row["method"], row["seed"], *(_plain(row.get(key)) for key in keys))
+    return (row["method"], *replicate_of(row), *(_plain(row.get(key)) for key in keys))
 
 
 def _plain(value: Any) -> Any:
@@ -140,24 +157,107 @@ def _plain(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Pair:
+    """A baseline and a Hydranet run of one replicate (seed, subset seed) at one table row."""
+
+    point: tuple[Any, ...]
+    replicate: tuple[Any, ...]
+    scans: PairedScans
+    runs: dict[str, pd.Series]
+
+
+def collect_pairs(runs: pd.DataFrame, keys: Sequence[str]) -> list[Pair]:
+    """Every completed baseline/Hydranet pair with readable predictions, row by row.
+
+    A pair shares its row's key values and its replicate: the training seed and, where the
+    study sweeps it, the subset seed. Its test scans are the subjects both runs predicted.
+    """
+    keys = _ordered(keys)
+    pairs = []
+    for point in _group_points(runs, keys):
+        chosen = {method: _select(runs, keys, point, method) for method in METHODS}
+        done = {m: g[g["state"] == "complete"] for m, g in chosen.items()}
+        by_replicate = {m: _by_replicate(g) for m, g in done.items()}
+        common = sorted(set(by_replicate["baseline"]) & set(by_replicate["hydranet"]), key=str)
+        for replicate in common:
+            found = {m: by_replicate[m][replicate] for m in METHODS}
+            scans = _paired_scans(found, replicate)
+            if scans is not None:
+                pairs.append(Pair(point, replicate, scans, found))
+    return pairs
+
+
+def _by_replicate(group: pd.DataFrame) -> dict[tuple[Any, ...], pd.Series]:
+    """One run per replicate (the first, if a grid point completed twice)."""
+    out: dict[tuple[Any, ...], pd.Series] = {}
+    for _, run in group.iterrows():
+        out.setdefault(replicate_of(run), run)
+    return out
+
+
+def replicate_of(run: pd.Series | dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two runs of one row different models: the seed and the subset seed."""
+    return tuple(_plain(run.get(key)) for key in REPLICATE)
+
+
+def _paired_scans(found: dict[str, pd.Series], replicate: tuple[Any, ...]) -> PairedScans | None:
+    tables = {m: _predictions(run) for m, run in found.items()}
+    if any(table is None for table in tables.values()):
+        return None
+    merged = tables["baseline"].merge(tables["hydranet"], on="subject", suffixes=("_b", "_h"))
+    if len(merged) < 4:
+        return None
+    if not np.allclose(merged["label_b"], merged["label_h"]):
+        files = [found[m]["test_predictions"] for m in METHODS]
+        raise ValueError(
+            f"replicate {_replicate_text(replicate)}: the baseline and Hydranet test predictions "
+            f"give different labels for the same subjects ({files[0]} vs {files[1]}); were they "
+            "made from the same dataset?"
+        )
+    merged = merged.sort_values("subject")
+    return PairedScans(
+        subjects=merged["subject"].astype(str).to_numpy(),
+        labels=merged["label_b"].to_numpy(float),
+        baseline=merged["prediction_b"].to_numpy(float),
+        hydranet=merged["prediction_h"].to_numpy(float),
+    )
+
+
+def _replicate_text(replicate: tuple[Any, ...]) -> str:
+    parts = [f"{name} {value}" for name, value in zip(REPLICATE_NAMES, replicate, strict=True)]
+    return ", ".join(
+        part for part, value in zip(parts, replicate, strict=True) if value is not None
+    )
+
+
+def _ordered(keys: Sequence[str]) -> list[str]:
+    return sorted(keys, key=lambda key: key != "data.n_train")
+
+
 def summary_table(
     runs: pd.DataFrame,
     keys: Sequence[str],
     n_resamples: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    pairs: Sequence[Pair] | None = None,
 ) -> pd.DataFrame:
-    """One row per value of the grouping keys (training-set size first): both methods' ICC and
-    MSE (mean and sd over completed seeds, n completed), runs not completed, and the Hydranet
-    minus baseline ICC difference with its bootstrap CI and per-seed Williams p-values.
+    """One row per value of the grouping keys (training-set size first), then, when there are
+    several, a ``pooled`` row of all of them (the paper pooled its training-set sizes).
 
-    A baseline run with no value for a Hydranet-only key (``model.k``, ``model.p``) is paired
-    with the Hydranet runs of every value of that key.
+    Each row: both methods' test ICC and MSE (mean and sd over completed runs, n), the per-seed
+    ICC differences, their mean with the seed-aware interval, p-value and verdict
+    (:mod:`hydralab.reports.verdict`), the scan-only interval (conditional on these runs), the
+    smallest difference the test scans (``mde_pair``) and the seeds (``mde_seeds``) detect with
+    80 % power, convergence counts and the runs not completed. A baseline run with no value for
+    a Hydranet-only key (``model.k``, ``model.p``) serves the Hydranet runs of every value.
     """
-    keys = sorted(keys, key=lambda key: key != "data.n_train")
+    keys = _ordered(keys)
+    pairs = collect_pairs(runs, keys) if pairs is None else pairs
     table = []
     for point in _group_points(runs, keys):
-        row: dict[str, Any] = dict(zip(keys, point, strict=True))
+        row: dict[str, Any] = {**dict(zip(keys, point, strict=True)), "row": "point"}
         chosen = {method: _select(runs, keys, point, method) for method in METHODS}
         for method, group in chosen.items():
             done = group[group["state"] == "complete"]
@@ -166,9 +266,24 @@ def summary_table(
             row[f"{method}_mse_mean"] = done["test_mse"].mean()
             row[f"{method}_mse_sd"] = done["test_mse"].std(ddof=1)
             row[f"{method}_n"] = len(done)
-        row.update(_comparison(chosen, n_resamples, level, seed))
-        row["not_complete"] = _status(pd.concat(chosen.values()))
+        both = pd.concat(chosen.values())
+        row.update(_comparison([p for p in pairs if p.point == point], n_resamples, level, seed))
+        row.update(_convergence(both[both["state"] == "complete"]))
+        row["not_complete"] = _status(both)
         table.append(row)
+    if len(table) > 1 and len({p.point for p in pairs}) > 1:
+        pooled: dict[str, Any] = {**dict.fromkeys(keys, "all"), "row": "pooled"}
+        for method in METHODS:
+            done = runs[(runs["method"] == method) & (runs["state"] == "complete")]
+            pooled[f"{method}_icc_mean"] = done["test_icc_c1"].mean()
+            pooled[f"{method}_icc_sd"] = math.nan
+            pooled[f"{method}_mse_mean"] = done["test_mse"].mean()
+            pooled[f"{method}_mse_sd"] = math.nan
+            pooled[f"{method}_n"] = len(done)
+        pooled.update(_comparison(pairs, n_resamples, level, seed))
+        pooled.update(_convergence(runs[runs["state"] == "complete"]))
+        pooled["not_complete"] = ""
+        table.append(pooled)
     return pd.DataFrame(table)
 
 
@@ -211,45 +326,117 @@ def _status(group: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
-def _comparison(
-    chosen: dict[str, pd.DataFrame], n_resamples: int, level: float, seed: int
-) -> dict[str, Any]:
-    """Pairs by seed, then the bootstrap CI and Williams' p of each pair."""
-    done = {m: g[g["state"] == "complete"].set_index("seed") for m, g in chosen.items()}
-    pairs = []
-    for run_seed in sorted(set(done["baseline"].index) & set(done["hydranet"].index)):
-        base = _predictions(done["baseline"].loc[run_seed])
-        hydra = _predictions(done["hydranet"].loc[run_seed])
-        if base is None or hydra is None:
-            continue
-        merged = base.merge(hydra, on="subject", suffixes=("_b", "_h"))
-        if len(merged) < 4:
-            continue
-        if not np.allclose(merged["label_b"], merged["label_h"]):
-            files = [done[m].loc[run_seed]["test_predictions"] for m in METHODS]
-            raise ValueError(
-                f"seed {run_seed}: the baseline and Hydranet test predictions give different "
-                f"labels for the same subjects ({files[0]} vs {files[1]}); were they made "
-                "from the same dataset?"
-            )
-        merged = merged.rename(columns={"label_b": "label"})
-        merged = merged.sort_values("subject")
-        pairs.append(
-            PairedScans(
-                subjects=merged["subject"].astype(str).to_numpy(),
-                labels=merged["label"].to_numpy(float),
-                baseline=merged["prediction_b"].to_numpy(float),
-                hydranet=merged["prediction_h"].to_numpy(float),
-            )
-        )
-    out: dict[str, Any] = {"n_pairs": len(pairs), "icc_diff": math.nan}
-    out.update(icc_diff_low=math.nan, icc_diff_high=math.nan, williams_p="")
-    if pairs:
-        boot = paired_bootstrap(pairs, n_resamples=n_resamples, level=level, seed=seed)
-        out.update(icc_diff=boot.difference, icc_diff_low=boot.low, icc_diff_high=boot.high)
-        p_values = [compare_pair(pair)["williams_p"] for pair in pairs]
-        out["williams_p"] = ", ".join(f"{p:.3g}" for p in p_values)
+def _comparison(pairs: Sequence[Pair], n_resamples: int, level: float, seed: int) -> dict[str, Any]:
+    """The seed-aware difference of a row's pairs (a replicate's points averaged first)."""
+    out: dict[str, Any] = {
+        "n_pairs": len(pairs),
+        "n_seeds": 0,
+        "per_seed_diff": "",
+        "icc_diff": math.nan,
+        "icc_diff_low": math.nan,
+        "icc_diff_high": math.nan,
+        "icc_diff_p": math.nan,
+        "verdict": "no pairs",
+        "scan_ci_low": math.nan,
+        "scan_ci_high": math.nan,
+        "n_test": math.nan,
+        "r_between": math.nan,
+        "mde_pair": math.nan,
+        "mde_seeds": math.nan,
+        "constant": "",
+    }
+    if not pairs:
+        return out
+    replicates = sorted({p.replicate for p in pairs}, key=str)
+    columns = [[i for i, p in enumerate(pairs) if p.replicate == r] for r in replicates]
+    per_pair = np.array([p.scans.icc_difference() for p in pairs])
+    boot = scan_bootstrap([p.scans for p in pairs], n_resamples, seed)
+    per_seed = np.array([per_pair[c].mean() for c in columns])
+    boot_seed = np.stack([boot[:, c].mean(axis=1) for c in columns], axis=1)
+    aware = seed_aware_difference(per_seed, boot_seed, level)
+    alpha = (1 - level) / 2
+    scan_low, scan_high = np.nanquantile(boot_seed.mean(axis=1), [alpha, 1 - alpha])
+    r_level = _mean([pearson(s, p.scans.labels) for p in pairs for s in _sets(p)])
+    r_between = _mean([pearson(p.scans.baseline, p.scans.hydranet) for p in pairs])
+    n_test = int(np.median([len(p.scans.labels) for p in pairs]))
+    constant = [
+        f"{method} {_replicate_text(p.replicate)}" for p in pairs for method in p.scans.constant()
+    ]
+    out.update(
+        n_seeds=aware.n_seeds,
+        per_seed_diff=", ".join(f"{d:+.3f}" for d in per_seed),
+        icc_diff=aware.difference,
+        icc_diff_low=aware.low,
+        icc_diff_high=aware.high,
+        icc_diff_p=aware.p,
+        verdict=aware.verdict(),
+        scan_ci_low=float(scan_low),
+        scan_ci_high=float(scan_high),
+        n_test=n_test,
+        r_between=r_between,
+        mde_pair=detectable_difference(n_test, r_level, r_between, 1 - level),
+        mde_seeds=math.nan if aware.conditional else aware.detectable(),
+        constant="; ".join(f"constant predictions: {c}" for c in constant),
+    )
     return out
+
+
+def _mean(values: Sequence[Any]) -> float:
+    """The mean of the finite values; NaN (silently) when there are none."""
+    finite = [float(v) for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _sets(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
+    return pair.scans.baseline, pair.scans.hydranet
+
+
+def _convergence(done: pd.DataFrame) -> dict[str, Any]:
+    """How many completed runs stopped on the plateau, and their step range."""
+    reasons = done["stop_reason"].fillna("") if "stop_reason" in done else pd.Series("", done.index)
+    steps = pd.to_numeric(done.get("steps", pd.Series(dtype=float)), errors="coerce")
+    known = reasons[reasons != ""]
+    return {
+        "converged": int((known == "plateau").sum()),
+        "not_converged": int((known != "plateau").sum()),
+        "convergence_unknown": int((reasons == "").sum()),
+        "steps_min": steps.min(),
+        "steps_max": steps.max(),
+    }
+
+
+def pair_table(
+    pairs: Sequence[Pair], keys: Sequence[str], n_permutations: int = 2000, seed: int = 0
+) -> pd.DataFrame:
+    """One row per baseline/Hydranet pair: the per-seed detail behind the summary.
+
+    Both ICCs and Pearson r, the difference, Williams' test (on Pearson r) and the permutation
+    test of the ICC difference, conditional on these two trained models; and how each run
+    stopped (``<reason> at <last step>, best <best step>``).
+    """
+    keys = _ordered(keys)
+    rows = []
+    for pair in pairs:
+        row: dict[str, Any] = dict(zip(keys, pair.point, strict=True))
+        row.update(dict(zip(REPLICATE_NAMES, pair.replicate, strict=True)))
+        row["n_test"] = len(pair.scans.labels)
+        row.update(compare_pair(pair.scans, n_permutations, seed))
+        for method in METHODS:
+            row[f"{method}_stop"] = _stop_text(pair.runs[method])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _stop_text(run: pd.Series) -> str:
+    reason = run.get("stop_reason")
+    steps = run.get("steps")
+    if not isinstance(reason, str) or not reason:
+        return "–" if _plain(steps) is None else f"{int(steps)} steps (no stopping rule recorded)"
+    best = run.get("best_step")
+    best_text = "" if _plain(best) is None else f", best {int(best)}"
+    last = run.get("last_step", steps)
+    last_text = "" if _plain(last) is None else f" at {int(last)}"
+    return f"{reason}{last_text}{best_text}"
 
 
 def _predictions(run: pd.Series | pd.DataFrame) -> pd.DataFrame | None:

@@ -11,6 +11,7 @@ A sweep file is YAML; paths in it are relative to the file itself::
       model.k: {low: 2, high: 8}                  # int range (both bounds ints), `step` optional
       model.lr: {low: 1.0e-3, high: 1.0, log: true}   # float range, log scale optional
       seed: [0, 1, 2]                             # sets seed_everything and data.seed
+      data.subset_seed: [0, 1]                    # which data.n_train scans (0 if not swept)
     sampler: grid                                 # grid | tpe, or {name: tpe, seed: 0}
     n_trials: 40                                  # required for tpe; a grid runs every point
     objective: {metric: val/icc_c1, direction: maximize}
@@ -31,7 +32,12 @@ imposes are applied per trial rather than rejected, so that one space can hold b
   trial's ``k``, since a batch holds whole sets. A space that samples ``model.k`` must give it.
 
 Each trial has its own seed: the swept ``seed``, else ``overrides.seed`` (one seed for all),
-else the trial's number (a retried trial keeps the seed of the trial it replaces).
+else the trial's number (a retried trial keeps the seed of the trial it replaces). The seed is
+the training randomness only (initialisation, sampler, augmentation): it does not choose the
+data. ``data.subset_seed`` draws which training scans a ``data.n_train`` uses (the subsets of
+one subset seed are nested across N) and ``data.split_seed`` the val/test split of a CSV without
+a ``split`` column; both may be fixed in ``overrides`` or swept next to ``seed``, which crosses
+training seeds with training subsets while every trial keeps the same test scans.
 """
 
 from __future__ import annotations
@@ -59,12 +65,18 @@ OWNED_KEYS = {
     "checkpoint.monitor": "the checkpoint follows objective.metric",
     "checkpoint.mode": "the checkpoint follows objective.direction",
     "seed_everything": "use `seed`, which sets seed_everything and data.seed together",
-    "data.seed": "use `seed`, which sets seed_everything and data.seed together",
+    "data.seed": (
+        "use `seed`, which sets seed_everything and data.seed together (data.subset_seed and "
+        "data.split_seed choose the training scans and the split)"
+    ),
     "data.method": "set model.method; the CLI links it into the data module",
     "data.k": "set model.k; the CLI links it into the data module",
     "data.p": "set model.p; the CLI links it into the data module",
 }
 """Keys a sweep sets itself, with the reason a sweep file may not."""
+
+DATA_SEEDS = ("data.subset_seed", "data.split_seed")
+"""Seeds of the data (which training scans, which test scans), independent of ``seed``."""
 
 SWEEP_DEFAULTS: dict[str, Any] = {"trainer.enable_progress_bar": False}
 """Overrides every trial gets unless the sweep file says otherwise (a sweep's log is its own)."""
@@ -291,6 +303,8 @@ def parse_spec(raw: Any, path: Path) -> SweepSpec:
                 check.fail("overrides.seed", f"must be an integer, got {overrides[key]!r}")
             continue
         check.config_key(f"overrides.{key}", key)
+        if key in DATA_SEEDS and not (_is_int(overrides[key]) and overrides[key] >= 0):
+            check.fail(f"overrides.{key}", f"must be an integer >= 0, got {overrides[key]!r}")
     space = {
         key: _dimension(check, key, value) for key, value in check.mapping(raw, "space").items()
     }
@@ -383,6 +397,8 @@ def _dimension(check: _Checker, key: str, value: Any) -> Dimension:
             check.fail(f"{where}.choices", f"has repeated values: {choices}")
         if key == "seed" and not all(_is_int(c) for c in choices):
             check.fail(f"{where}.choices", "seeds must be integers")
+        if key in DATA_SEEDS and not all(_is_int(c) and c >= 0 for c in choices):
+            check.fail(f"{where}.choices", "seeds must be integers >= 0")
         return Dimension(key, choices=tuple(choices))
     check.known(where, value, ("low", "high", "log", "step", "type"))
     low, high, step = (_number(value.get(name)) for name in ("low", "high", "step"))
@@ -405,8 +421,10 @@ def _dimension(check: _Checker, key: str, value: Any) -> Dimension:
         check.fail(f"{where}.step", "must be positive, and cannot go with log: true")
     if kind == "int" and not (_is_int(low) and _is_int(high) and (step is None or _is_int(step))):
         check.fail(where, "an int range needs integer low, high and step")
-    if key == "seed" and kind != "int":
+    if key in ("seed", *DATA_SEEDS) and kind != "int":
         check.fail(where, "seeds must be integers")
+    if key in DATA_SEEDS and low < 0:
+        check.fail(f"{where}.low", f"seeds must be integers >= 0, got {low}")
     return Dimension(key, low=low, high=high, log=log, step=step, integer=kind == "int")
 
 

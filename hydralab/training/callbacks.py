@@ -1,7 +1,9 @@
-"""Callbacks that write a run's per-scan predictions as CSV tables next to its other outputs.
+"""Callbacks that write a run's per-scan tables as CSV next to its other outputs.
 
 Reports and statistical tests (Williams' test, bootstrap intervals) need the per-scan test
-predictions, not only the aggregate metrics, so every run keeps them.
+predictions, not only the aggregate metrics, so every run keeps them; and every run records which
+training scans it used (``data.n_train`` and ``data.subset_seed`` pick them), so a result can be
+traced to its data.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 TEST_PREDICTIONS = "test_predictions.csv"
 PREDICTIONS = "predictions.csv"
+TRAIN_SUBJECTS = "train_subjects.csv"
 
 
 def prediction_table(
@@ -46,6 +49,30 @@ class TestPredictionsCSV(pl.Callback):
             trainer.datamodule, "test", arrays["index"], arrays["prediction"], arrays["label"]
         )
         path = Path(trainer.log_dir or trainer.default_root_dir) / TEST_PREDICTIONS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(path, index=False)
+
+
+class TrainSubjectsCSV(pl.Callback):
+    """At fit start, write the training scans (subject, image, label) to ``train_subjects.csv``.
+
+    The subset of ``n_train`` scans is drawn from ``data.subset_seed``; writing it down lets a
+    run be checked (or its subset compared with another run's) without re-deriving the draw.
+    """
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        if datamodule is None or not trainer.is_global_zero:
+            return
+        records = datamodule.subjects("train")
+        table = pd.DataFrame(
+            {
+                "subject": [r.subject for r in records],
+                "image": [str(r.image) for r in records],
+                "label": [r.label for r in records],
+            }
+        )
+        path = Path(trainer.log_dir or trainer.default_root_dir) / TRAIN_SUBJECTS
         path.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(path, index=False)
 

@@ -33,7 +33,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
 from hydralab.data.datamodule import HydraDataModule
-from hydralab.training.callbacks import PredictionsCSV, TestPredictionsCSV
+from hydralab.training.callbacks import PredictionsCSV, TestPredictionsCSV, TrainSubjectsCSV
 from hydralab.training.module import HydraModule
 from hydralab.training.tracking import WandbSummaryCallback, finish_wandb, make_wandb_logger
 
@@ -214,6 +214,12 @@ class RunCheckpoint(ModelCheckpoint):
             ) from error
 
 
+def run_outputs() -> list[Callback]:
+    """The callbacks that write what every run folder holds beside its checkpoints: the
+    training subjects it used and its per-scan test predictions."""
+    return [TrainSubjectsCSV(), TestPredictionsCSV()]
+
+
 class HydraCLI(LightningCLI):
     """LightningCLI with hydralab's run folders, tracking, links and test-after-fit."""
 
@@ -221,7 +227,7 @@ class HydraCLI(LightningCLI):
         self.run_dir: Path | None = None
         self.test_metrics: dict[str, float] = {}
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("trainer_defaults", {"callbacks": [TestPredictionsCSV()]})
+        kwargs.setdefault("trainer_defaults", {"callbacks": run_outputs()})
         super().__init__(HydraModule, HydraDataModule, *args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -351,7 +357,7 @@ def run_cli(args: Sequence[str] | None = None, callbacks: Sequence[Callback] = (
     sigint = signal.getsignal(signal.SIGINT)
     exit_code: int | None = None
     try:
-        defaults = {"callbacks": [TestPredictionsCSV(), *callbacks]}
+        defaults = {"callbacks": [*run_outputs(), *callbacks]}
         return HydraCLI(args=list(args) if args is not None else None, trainer_defaults=defaults)
     except RunInterrupted as interrupt:
         exit_code = 130

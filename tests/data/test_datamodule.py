@@ -3,15 +3,19 @@
 import gzip
 from pathlib import Path
 
+import lightning.pytorch as pl
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 
 from hydralab.data.datamodule import HydraDataModule
 from hydralab.data.scans import SetDataset
 from hydralab.data.table import DatasetError
+from hydralab.training.callbacks import TRAIN_SUBJECTS, TrainSubjectsCSV
+from hydralab.training.module import HydraModule
 from tests.conftest import make_tiny_dataset, write_scan
 
 
@@ -84,19 +88,89 @@ def test_evaluation_order_is_fixed_and_unaugmented(tiny_csv: Path):
     assert torch.equal(first[0, 0], dm.scans["val"][0].data)
 
 
+def _subjects(dm: HydraDataModule) -> dict[str, list[str]]:
+    return {split: [r.subject for r in records] for split, records in dm.records().items()}
+
+
 def test_n_train_picks_a_subset_and_keeps_val_test_fixed(tmp_path: Path):
-    csv = make_tiny_dataset(tmp_path, n=24, splits=True)
-    full = _module(csv)
-    small = _module(csv, n_train=5)
-    assert len(full.scans["train"]) == 12 and len(small.scans["train"]) == 5
+    """Without a split column, val and test are the same scans for every training seed and every
+    n_train: only data.split_seed draws them."""
+    csv = make_tiny_dataset(tmp_path, n=40, size=6, splits=False)
+    full = _module(csv, seed=0)
+    small = _module(csv, n_train=5, seed=1)
+    assert len(full.scans["train"]) == 24 and len(small.scans["train"]) == 5
     for split in ("val", "test"):
         assert [s.record for s in small.scans[split]] == [s.record for s in full.scans[split]]
+    reference = _subjects(HydraDataModule(csv=str(csv)))
+    for seed in (0, 1, 7):
+        for n_train in (None, 12, 20):
+            splits = _subjects(HydraDataModule(csv=str(csv), seed=seed, n_train=n_train))
+            assert splits["val"] == reference["val"] and splits["test"] == reference["test"]
+            assert set(splits["train"]) <= set(reference["train"])
+
+
+def test_split_seed_draws_another_split(tmp_path: Path):
+    csv = make_tiny_dataset(tmp_path, n=40, size=6, splits=False)
+    first = _subjects(HydraDataModule(csv=str(csv), split_seed=0))
+    other = _subjects(HydraDataModule(csv=str(csv), split_seed=1))
+    assert first["test"] != other["test"]
+    every = [sorted(s for split in splits.values() for s in split) for splits in (first, other)]
+    assert every[0] == every[1]
+
+
+def test_subset_seed_not_the_training_seed_picks_the_training_scans(tmp_path: Path):
+    csv = make_tiny_dataset(tmp_path, n=60, size=6, splits=False)
+
+    def train(**kwargs) -> set[str]:
+        return set(_subjects(HydraDataModule(csv=str(csv), **kwargs))["train"])
+
+    assert train(n_train=12, seed=0) == train(n_train=12, seed=1) == train(n_train=12, seed=7)
+    for subset_seed in (0, 1):
+        small, middle, large = (train(n_train=n, subset_seed=subset_seed) for n in (12, 20, 30))
+        assert small < middle < large
+    assert train(n_train=12, subset_seed=0) != train(n_train=12, subset_seed=1)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("split_seed", -1), ("subset_seed", 1.5), ("seed", True), ("subset_seed", None)],
+)
+def test_bad_seeds_are_named(tiny_csv: Path, key: str, value):
+    with pytest.raises(ValueError, match=f"data.{key} must be an integer >= 0"):
+        HydraDataModule(csv=str(tiny_csv), **{key: value})
 
 
 def test_seeded_split_without_split_column(tmp_path: Path):
     csv = make_tiny_dataset(tmp_path, n=20, splits=False)
     dm = _module(csv, val_fraction=0.25, test_fraction=0.25)
     assert {k: len(v) for k, v in dm.scans.items()} == {"train": 10, "val": 5, "test": 5}
+
+
+def test_every_run_writes_its_training_subjects(tmp_path: Path):
+    csv = make_tiny_dataset(tmp_path / "data", n=24, size=6, splits=False)
+    data = HydraDataModule(
+        csv=str(csv), method="hydranet", k=2, batch_size=4, n_train=8, subset_seed=1, augment=False
+    )
+    trainer = pl.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path / "runs", name="run"),
+        callbacks=[TrainSubjectsCSV()],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        log_every_n_steps=1,
+    )
+    trainer.fit(HydraModule(method="hydranet", k=2), datamodule=data)
+    table = pd.read_csv(Path(trainer.log_dir) / TRAIN_SUBJECTS)
+    assert Path(trainer.log_dir) == tmp_path / "runs" / "run" / "version_0"
+    assert list(table.columns) == ["subject", "image", "label"]
+    expected = data.records()["train"]
+    assert list(table["subject"]) == [r.subject for r in expected] and len(table) == 8
+    assert list(table["image"]) == [str(r.image) for r in expected]
+    assert list(table["label"]) == [r.label for r in expected]
 
 
 def test_crop_or_pad_to_a_fixed_shape_around_the_centre_of_mass(tmp_path: Path):

@@ -155,3 +155,14 @@ def test_bad_spec_raises_naming_the_field(tmp_path: Path, field: str, value: obj
     with pytest.raises(ValueError, match=field):
         make_dataset(spec, tmp_path)
     assert not (tmp_path / "dataset.csv").exists()
+
+
+def test_defaults_give_large_validation_and_test_splits() -> None:
+    """A verdict needs a tight test interval: 500 test and 50 validation scans by default, the
+    same in ``hydralab make-data`` (30 training scans, the largest N of the learning curve)."""
+    from hydralab.cli import _parser
+
+    spec = SyntheticSpec("blobs")
+    assert (spec.n_train, spec.n_val, spec.n_test) == (30, 50, 500)
+    args = _parser().parse_args(["make-data", "blobs", "out"])
+    assert (args.n_train, args.n_val, args.n_test) == (spec.n_train, spec.n_val, spec.n_test)

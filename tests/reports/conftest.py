@@ -83,3 +83,53 @@ def build_fake_study(root: Path, name: str = "fake") -> str:
 def fake_study(tmp_path: Path) -> str:
     """The storage URL of a fake study named ``fake``."""
     return build_fake_study(tmp_path)
+
+
+def build_seed_study(root: Path, name: str = "seeds") -> str:
+    """A complete grid of 2 methods x N in {8, 16} x 3 seeds on 30 shared test scans, whose
+    trials record how they stopped; one Hydranet run hit its step cap. Its storage URL."""
+    space = {"model.method": ["baseline", "hydranet"], "data.n_train": [8, 16], "seed": [0, 1, 2]}
+    url = f"sqlite:///{root / 'seeds.db'}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=url, direction="maximize")
+    study.set_user_attr("sweep", {"space": space})
+    rng = np.random.default_rng(1)
+    labels = rng.normal(10.0, 3.0, size=30)
+    subjects = [f"s{i:02d}" for i in range(len(labels))]
+    distributions = {key: CategoricalDistribution(values) for key, values in space.items()}
+    for method in space["model.method"]:
+        for n_train in space["data.n_train"]:
+            for seed in space["seed"]:
+                noise = NOISE[method] * (12 / n_train) * (1 + 0.2 * seed)
+                predictions = labels + rng.normal(0.0, noise, size=len(labels))
+                csv = root / f"{method}-{n_train}-{seed}.csv"
+                pd.DataFrame(
+                    {"subject": subjects, "label": labels, "prediction": predictions}
+                ).to_csv(csv, index=False)
+                metrics = agreement_metrics(predictions, labels)
+                capped = (method, n_train, seed) == ("hydranet", 8, 2)
+                attrs = {
+                    "seed": seed,
+                    "test_icc_c1": metrics["icc_c1"],
+                    "test_mse": metrics["mse"],
+                    "test_predictions": str(csv),
+                    "steps": 5000 if capped else 3000,
+                    "last_step": 5000 if capped else 3000,
+                    "best_step": 4950 if capped else 1500,
+                    "stop_reason": "max_steps" if capped else "plateau",
+                }
+                study.add_trial(
+                    optuna.trial.create_trial(
+                        params={"model.method": method, "data.n_train": n_train, "seed": seed},
+                        distributions=distributions,
+                        value=metrics["icc_c1"],
+                        user_attrs=attrs,
+                    )
+                )
+    return url
+
+
+@pytest.fixture
+def seed_study(tmp_path: Path) -> str:
+    """The storage URL of a complete three-seed study named ``seeds``."""
+    return build_seed_study(tmp_path)

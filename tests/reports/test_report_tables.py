@@ -29,9 +29,8 @@ def test_runs_hold_each_state(runs: pd.DataFrame) -> None:
 
 
 def test_summary_counts_completed_runs_only(runs: pd.DataFrame) -> None:
-    summary = tables.summary_table(runs, ["data.n_train"], n_resamples=100).set_index(
-        "data.n_train"
-    )
+    summary = tables.summary_table(runs, ["data.n_train"], n_resamples=100)
+    summary = summary[summary["row"] == "point"].set_index("data.n_train")
     assert summary.loc[8, "baseline_n"] == 1 and summary.loc[8, "hydranet_n"] == 2
     assert math.isnan(summary.loc[8, "baseline_icc_sd"])  # one run: no sd, not 0
     done = runs[(runs["state"] == "complete") & (runs["method"] == "hydranet")]
@@ -52,11 +51,11 @@ def test_formats(runs: pd.DataFrame) -> None:
     summary = tables.summary_table(runs, ["data.n_train"], n_resamples=50)
     md = render(summary, ["data.n_train"], "md")
     assert md.splitlines()[0].startswith("| data.n_train | baseline ICC")
-    assert len(md.splitlines()) == 4 and "±" in md
+    assert len(md.split("\n\n")[0].splitlines()) == 5 and "±" in md
     latex = render(summary, ["data.n_train"], "latex")
     assert r"\toprule" in latex and r"data.n\_train" in latex and r"$\pm$" in latex
     csv = render(summary, ["data.n_train"], "csv")
-    assert csv.splitlines()[0].startswith("data.n_train,baseline_icc_mean")
+    assert csv.splitlines()[0].startswith("data.n_train,row,baseline_icc_mean")
     with pytest.raises(ValueError, match="unknown format"):
         render(summary, ["data.n_train"], "html")
 

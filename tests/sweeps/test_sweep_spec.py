@@ -66,6 +66,16 @@ def test_shipped_sweeps_load_with_the_papers_sizes():
         ({"overrides": {"checkpoint.monitor": "val/mse"}}, "overrides.checkpoint.monitor"),
         ({"overrides": {"tracking.tags": ["x"]}}, "overrides.tracking.tags: is set by the sweep"),
         ({"overrides": {"seed": "zero"}}, "overrides.seed: must be an integer"),
+        ({"space": {"data.seed": [0, 1]}}, "space.data.seed: is set by the sweep: use `seed`"),
+        (
+            {"space": {"data.subset_seed": [0, -1]}},
+            "space.data.subset_seed.choices: seeds must be integers >= 0",
+        ),
+        ({"space": {"data.split_seed": [0.5]}}, "space.data.split_seed.choices: seeds must be"),
+        (
+            {"overrides": {"data.split_seed": "zero"}},
+            "overrides.data.split_seed: must be an integer >= 0",
+        ),
         ({"base_config": "nowhere.yaml"}, "base_config: "),
         ({"study": "a/b"}, "study: 'a/b' must be a plain name"),
         ({"trials": 3}, "trials: unknown key"),
@@ -157,3 +167,23 @@ def test_a_fixed_seed_in_overrides_is_every_trials_seed(tmp_path: Path):
     spec = _spec(tmp_path, overrides={"seed": 7})
     values = spec.trial_overrides({"model.method": "hydranet"}, seed=7)
     assert "seed" not in values and values["seed_everything"] == values["data.seed"] == 7
+
+
+def test_a_sweep_crosses_training_seeds_with_subset_seeds(tmp_path: Path):
+    """`seed` is the training randomness, data.subset_seed the training scans: a grid crosses
+    them, and every trial keeps the split of the fixed data.split_seed."""
+    spec = _spec(
+        tmp_path,
+        overrides={"data.split_seed": 3},
+        space={"seed": [0, 1, 2], "data.subset_seed": [0, 1], "data.n_train": [12, 20]},
+    )
+    points = spec.grid()
+    assert len(points) == 12 and spec.target_trials() == 12
+    pairs = {(p["seed"], p["data.subset_seed"]) for p in points}
+    assert pairs == {(seed, subset) for seed in (0, 1, 2) for subset in (0, 1)}
+    point = {"seed": 1, "data.subset_seed": 1, "data.n_train": 12}
+    values = spec.trial_overrides(spec.sample(lambda dim: point[dim.key]), seed=1)
+    assert values["seed_everything"] == values["data.seed"] == 1
+    assert (values["data.subset_seed"], values["data.split_seed"]) == (1, 3)
+    ranged = _spec(tmp_path, space={"data.subset_seed": {"low": 0, "high": 3}})
+    assert ranged.space["data.subset_seed"].grid_values() == [0, 1, 2, 3]
