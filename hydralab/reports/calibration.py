@@ -185,34 +185,32 @@ def seed_rates(scenario: Scenario, sims: int, resamples: int = 1000, seed: int =
     return SeedRates(*(hits / sims))
 
 
-PAIR_SCENARIOS = [
+PAIR_SCENARIOS = tuple(
     Scenario(n, icc, shared=shared, effect=effect, labels=labels)
     for n in (50, 300)
     for icc in (0.2, 0.5, 0.9)
     for shared, effect, labels in ((0.5, 1.0, "normal"), (0.5, 0.8, "normal"), (0.5, 1.0, "skewed"))
-]
-SEED_SCENARIOS = [
+)
+SEED_SCENARIOS = tuple(
     Scenario(n, icc, seeds=seeds, seed_spread=0.3, effect=effect)
     for n in (50, 300)
     for icc in (0.2, 0.5, 0.9)
     for seeds in (3, 5)
     for effect in (1.0, 0.8)
-]
+)
 
 
 def calibration_rows(
-    sims: int, resamples: int = 1000, seed: int = 0
+    sims: int,
+    resamples: int = 1000,
+    seed: int = 0,
+    pair_scenarios: tuple[Scenario, ...] = PAIR_SCENARIOS,
+    seed_scenarios: tuple[Scenario, ...] = SEED_SCENARIOS,
 ) -> Iterator[dict[str, float | int | str]]:
     """Every scenario's rates, one dict per row: the table of docs/method.md."""
-    for scenario in PAIR_SCENARIOS:
-        yield {
-            "kind": "pair",
-            **asdict(scenario),
-            **asdict(pair_rates(scenario, sims, resamples, seed)),
-        }
-    for scenario in SEED_SCENARIOS:
-        yield {
-            "kind": "seeds",
-            **asdict(scenario),
-            **asdict(seed_rates(scenario, sims, resamples, seed)),
-        }
+    for scenario in pair_scenarios:
+        rates = pair_rates(scenario, sims, resamples, seed)
+        yield {"kind": "pair", **asdict(scenario), **asdict(rates)}
+    for scenario in seed_scenarios:
+        rates = seed_rates(scenario, sims, resamples, seed)
+        yield {"kind": "seeds", **asdict(scenario), **asdict(rates)}

@@ -39,3 +39,17 @@ def test_speedups_times_each_switch_against_eager(
     assert settings == ["eager float32 side 6", "channels_last_3d side 6"]
     assert table[2].endswith("| img/s | 1.00x eager |")
     assert all(float(line.split("|")[3]) > 0 for line in table[2:])
+
+
+def test_calibration_script_prints_both_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    path = BENCH.parent / "calibration.py"
+    spec = importlib.util.spec_from_file_location("hydralab_calibration", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(["--quick", "--sims", "20", "--resamples", "50"])
+    lines = capsys.readouterr().out.splitlines()
+    headers = [line for line in lines if line.startswith("| n | icc")]
+    assert len(headers) == 2 and "williams_pearson" in headers[0]
+    assert "seed_aware_coverage" in headers[1]
+    rows = [line for line in lines if line.startswith("| 50 |")]
+    assert len(rows) == 2 and all(line.count("%") == 4 for line in rows)
