@@ -140,6 +140,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the study's storage URL or journal; default $HYDRALAB_STORAGE, else "
         "runs/sweeps/STUDY/study.db (where `hydralab sweep` puts it)",
     )
+    report.add_argument(
+        "--runs",
+        help="report a saved runs.csv (an earlier report's, with its predictions) instead of "
+        "a storage; prediction paths are relative to it",
+    )
     report.add_argument("--study", required=True, help="study name")
     report.add_argument("--format", choices=("md", "csv", "latex"), default="md")
     report.add_argument("--out", default="reports", help="output folder (default reports)")
@@ -207,8 +212,9 @@ def _run(argv: list[str], from_command_line: bool) -> int:
     if args.command == "report":
         from hydralab.reports.render import write_report
 
+        storage = None if args.runs else _report_storage(args)
         text, files = write_report(
-            _report_storage(args), args.study, args.format, args.out, args.n_resamples, args.seed
+            storage, args.study, args.format, args.out, args.n_resamples, args.seed, args.runs
         )
         print(text)
         print("wrote " + ", ".join(str(path) for path in files))

@@ -242,19 +242,32 @@ _TEX = {
 }
 
 
+def _relative(path: Any, folder: Path) -> Any:
+    """A prediction file's path relative to the report folder when it lies inside it, so a
+    report folder can be moved or shared with its predictions."""
+    if not isinstance(path, str):
+        return path
+    try:
+        return str(Path(path).resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return path
+
+
 def _tex(text: str) -> str:
     return "".join(_TEX.get(char, char) for char in text)
 
 
 def write_report(
-    storage: str,
+    storage: str | None,
     study: str,
     fmt: str = "md",
     out: str | Path = "reports",
     n_resamples: int = 2000,
     seed: int = 0,
+    runs_csv: str | Path | None = None,
 ) -> tuple[str, list[Path]]:
-    """Read a study, write ``<out>/<study>.<suffix>``, ``runs.csv`` and the two PNGs.
+    """Read a study, write ``<out>/<study>.<suffix>``, ``runs.csv``, ``pairs.csv`` and the two
+    PNGs. The study comes from its storage, or from a ``runs.csv`` an earlier report wrote.
 
     Returns the status lines followed by the table (what the command prints) and the files.
     """
@@ -262,9 +275,14 @@ def write_report(
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    loaded = tables.load_study(storage, study)
-    keys = tables.group_keys(loaded)
-    runs = tables.trial_runs(loaded)
+    if runs_csv is not None:
+        runs, keys = tables.runs_from_csv(runs_csv)
+    else:
+        if storage is None:
+            raise ValueError("give the study's storage or a runs.csv")
+        loaded = tables.load_study(storage, study)
+        keys = tables.group_keys(loaded)
+        runs = tables.trial_runs(loaded)
     if runs.empty:
         raise ValueError(f"study {study!r} has no trials yet")
     pairs = tables.collect_pairs(runs, keys)
@@ -276,7 +294,8 @@ def write_report(
     table_path = folder / f"{study}.{SUFFIX[fmt]}"
     table_path.write_text(text)
     runs_path = folder / "runs.csv"
-    runs.to_csv(runs_path, index=False)
+    saved = runs.assign(test_predictions=[_relative(p, folder) for p in runs["test_predictions"]])
+    saved.to_csv(runs_path, index=False)
     pairs_path = folder / "pairs.csv"
     per_pair.to_csv(pairs_path, index=False)
     figures = [

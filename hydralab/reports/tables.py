@@ -64,6 +64,42 @@ def load_study(storage: str, study: str) -> optuna.Study:
         raise ValueError(f"no study {study!r} in the storage; it holds {names}") from None
 
 
+RUN_COLUMNS = ("state", "method", "seed", "test_icc_c1", "test_mse", "test_predictions")
+"""What a saved ``runs.csv`` must hold to be reported again (see :func:`runs_from_csv`)."""
+
+
+def runs_from_csv(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """A study's runs from a ``runs.csv`` that a report wrote, and its grouping keys.
+
+    For results shared without their database (docs/results): prediction paths are read
+    relative to the CSV's folder, and every column that is not a run's own (state, metrics,
+    stopping, ...) is a swept key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"runs table {path} does not exist")
+    runs = pd.read_csv(path)
+    missing = [column for column in RUN_COLUMNS if column not in runs.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; is it a report's runs.csv?")
+    for column, default in (("number", None), ("note", ""), (REPLICATE[1], None)):
+        if column not in runs.columns:
+            runs[column] = default
+    for column in STOPPING:
+        if column not in runs.columns:
+            runs[column] = None
+    runs["note"] = runs["note"].fillna("")
+    runs["test_predictions"] = [
+        str(path.parent / value)
+        if isinstance(value, str) and not Path(value).is_absolute()
+        else value
+        for value in runs["test_predictions"]
+    ]
+    own = {"number", "note", *RUN_COLUMNS, *STOPPING, *REPLICATE, "model.method"}
+    keys = [column for column in runs.columns if column not in own]
+    return runs.astype({"number": "Int64"}), keys
+
+
 def swept_keys(study: optuna.Study) -> list[str]:
     """The keys the sweep varies: from the stored sweep definition, else the trials' params."""
     sweep = study.user_attrs.get("sweep") or {}
@@ -469,9 +505,12 @@ def state_counts(runs: pd.DataFrame) -> dict[str, int]:
 
 
 __all__ = [
+    "collect_pairs",
     "group_keys",
     "load_study",
     "missing_predictions",
+    "pair_table",
+    "runs_from_csv",
     "state_counts",
     "summary_table",
     "trial_runs",

@@ -76,3 +76,23 @@ def test_constant_predictions_are_a_note_not_a_crash(seed_study: str, tmp_path: 
     summary = tables.summary_table(runs, ["data.n_train"], n_resamples=50)
     assert "constant predictions: baseline seed 0" in summary.loc[0, "constant"]
     assert _report(seed_study, tmp_path, "md")
+
+
+def test_a_saved_runs_table_is_reported_again(
+    seed_study: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/results keep runs.csv and the predictions, not the database: a report from them
+    must equal the report from the storage."""
+    first = _report(seed_study, tmp_path / "first", "csv")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    runs = pd.read_csv(tmp_path / "first" / "runs.csv")
+    for index, path in enumerate(runs["test_predictions"]):
+        (shared / f"trial-{index}.csv").write_text(Path(path).read_text())
+        runs.loc[index, "test_predictions"] = f"trial-{index}.csv"  # relative to runs.csv
+    runs.to_csv(shared / "runs.csv", index=False)
+    args = ["report", "--runs", str(shared / "runs.csv"), "--study", "seeds", "--format", "csv"]
+    assert main([*args, "--out", str(tmp_path / "again"), "--n-resamples", "200"]) == 0
+    assert (tmp_path / "again" / "seeds.csv").read_text() == first
+    assert main(["report", "--runs", str(tmp_path / "nope.csv"), "--study", "x"]) == 2
+    assert "runs table" in capsys.readouterr().err
