@@ -93,6 +93,11 @@ def _num(value: Any, signed: bool = False) -> str:
     return "–" if _nan(value) else (f"{value:+.3f}" if signed else f"{value:.3f}")
 
 
+def _mde(value: Any) -> str:
+    """A detectable difference; above 2, the whole range of an ICC difference, none is."""
+    return "> 2" if not _nan(value) and value > 2 else _num(value)
+
+
 def _p(value: Any) -> str:
     if _nan(value):
         return "–"
@@ -125,7 +130,9 @@ def notes(summary: pd.DataFrame, keys: Sequence[str]) -> list[str]:
             f"ΔICC >= {row['mde_pair']:.3f} with 80% power"
         )
         if not _nan(row["mde_seeds"]):
-            text += f"; the mean of {int(row['n_seeds'])} seeds, ΔICC >= {row['mde_seeds']:.3f}"
+            seeds = f"; the mean of {int(row['n_seeds'])} seeds"
+            mde = row["mde_seeds"]
+            text += f"{seeds}, ΔICC >= {mde:.3f}" if mde <= 2 else f"{seeds}, no ΔICC (> 2)"
         lines.append(text + ".")
     points = summary[summary["row"] == "point"]
     late = [_where(row, keys) for _, row in points.iterrows() if row["not_converged"]]
