@@ -46,7 +46,7 @@ def display_table(summary: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
         for lo, hi in zip(summary["scan_ci_low"], summary["scan_ci_high"], strict=True)
     ]
     out["detectable ΔICC (pair / seeds)"] = [
-        f"{_num(a)} / {_num(b)}"
+        f"{_mde(a)} / {_mde(b)}"
         for a, b in zip(summary["mde_pair"], summary["mde_seeds"], strict=True)
     ]
     out["converged"] = [_converged(row) for _, row in summary.iterrows()]
