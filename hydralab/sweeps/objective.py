@@ -12,6 +12,14 @@ trial's user attributes:
   trial's value), ``steps`` (optimiser steps taken), every test metric (``test_icc_c1``,
   ``test_icc_a1``, ``test_mse``, ...) and ``test_predictions`` (the CSV of per-scan test
   predictions);
+- :data:`STOPPING_ATTRS`, where and why training ended: ``best_step`` (global step of the best
+  validation value: the rule's, its last rise by more than ``min_delta``, from which patience
+  counts; without the rule, the best checkpoint's), ``last_step`` (the last step trained, equal
+  to ``steps``, which is kept) and ``stop_reason`` (``plateau`` when the trial's
+  ``PlateauStopping`` rule ended it, else the limit it reached: ``max_steps``, ``max_time``,
+  ``max_epochs``, or ``unknown``). A report flags a trial whose ``stop_reason`` is not
+  ``plateau`` as not converged. The learning-curve and loss-table sweeps carry the rule as
+  ``trainer.callbacks`` in their ``overrides`` (``configs/plateau.yaml`` gives its reasons);
 - ``error``: why a failed trial failed (an exception, a NaN loss, a config the CLI rejected,
   Ctrl-C or SIGTERM; a resumed sweep reruns only the last kind).
 
@@ -23,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,6 +43,10 @@ from hydralab.sweeps.spec import SweepSpec
 from hydralab.sweeps.study import INTERRUPTED
 from hydralab.training.callbacks import TEST_PREDICTIONS
 from hydralab.training.runner import HydraCLI, run_cli
+from hydralab.training.stopping import PlateauStopping, trainer_stop_reason
+
+STOPPING_ATTRS = ("best_step", "last_step", "stop_reason")
+"""User attributes of a finished trial that say where and why its training ended."""
 
 
 def attr_name(metric: str) -> str:
@@ -132,6 +145,8 @@ class SweepObjective:
         trial.set_user_attr("run_dir", str(cli.run_dir))
         # optimiser steps taken: below trainer.max_steps when max_time or early stopping ended it
         trial.set_user_attr("steps", int(cli.trainer.global_step))
+        for name, value in stopping_attrs(cli).items():
+            trial.set_user_attr(name, value)
         checkpoint = cli.trainer.checkpoint_callback
         score = None if checkpoint is None else checkpoint.best_model_score
         value = math.nan if score is None else float(score)
@@ -149,6 +164,30 @@ class SweepObjective:
             )
         trial.set_user_attr(f"best_{attr_name(self.spec.metric)}", value)
         return value
+
+
+def stopping_attrs(cli: HydraCLI) -> dict[str, Any]:
+    """``best_step``, ``last_step`` and ``stop_reason`` of a finished fit (:data:`STOPPING_ATTRS`).
+
+    From the run's :class:`PlateauStopping` when it has one. Without one, ``stop_reason`` is the
+    trainer limit the fit reached, and ``best_step`` is read from the best checkpoint's name
+    (``best-epoch=E-step=S.ckpt``), else ``None``.
+    """
+    trainer = cli.trainer
+    rule = next((c for c in trainer.callbacks if isinstance(c, PlateauStopping)), None)
+    if rule is not None and rule.stop_reason is not None:
+        return {
+            "best_step": rule.best_step,
+            "last_step": rule.last_step,
+            "stop_reason": rule.stop_reason,
+        }
+    checkpoint = trainer.checkpoint_callback
+    found = re.search(r"step=(\d+)", Path(checkpoint.best_model_path).name) if checkpoint else None
+    return {
+        "best_step": int(found.group(1)) if found else None,
+        "last_step": int(trainer.global_step),
+        "stop_reason": trainer_stop_reason(trainer),
+    }
 
 
 class _StderrTail:

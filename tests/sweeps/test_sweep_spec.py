@@ -23,10 +23,12 @@ def _spec(tmp_path: Path, **changes):
 
 def test_shipped_sweeps_load_with_the_papers_sizes():
     curve = load_spec(ROOT / "sweeps" / "learning_curve.yaml")
-    # 2 methods x N in {12, 20, 30} x 3 seeds, one step budget for every point.
+    # 2 methods x N in {12, 20, 30} x 3 seeds, one stopping rule and one cap for every point.
     assert curve.sampler == "grid" and curve.target_trials() == 18
     assert curve.base_config == ROOT / "configs" / "blobs" / "hydranet.yaml"
-    assert curve.overrides["trainer.max_steps"] == 1500
+    assert curve.overrides["trainer.max_steps"] == 20000
+    (rule,) = curve.overrides["trainer.callbacks"]
+    assert rule["class_path"] == "hydralab.training.stopping.PlateauStopping"
     lesions = load_spec(ROOT / "sweeps" / "learning_curve_lesions.yaml")
     assert lesions.space == curve.space and "lesions" in str(lesions.base_config)
     table = load_spec(ROOT / "sweeps" / "loss_table.yaml")
