@@ -21,7 +21,7 @@ def test_report_writes_table_and_two_pngs(
     assert "1 failed" in printed and "1 pruned" in printed and "1 missing" in printed
     assert "failed: baseline seed 1 data.n_train=16 (trial 3): ValueError: NaN loss" in printed
     table = (out / "fake.md").read_text()
-    rows = [line for line in table.split("\n\n")[0].splitlines()]
+    rows = table.split("\n\n")[0].splitlines()
     assert len(rows) == 5 and "hydranet ICC" in rows[0]  # header, rule, N = 8, N = 16, pooled
     for png in ("learning_curves.png", "predictions_vs_labels.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
