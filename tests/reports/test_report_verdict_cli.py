@@ -96,3 +96,45 @@ def test_a_saved_runs_table_is_reported_again(
     assert (tmp_path / "again" / "seeds.csv").read_text() == first
     assert main(["report", "--runs", str(tmp_path / "nope.csv"), "--study", "x"]) == 2
     assert "runs table" in capsys.readouterr().err
+
+
+def test_subset_seeds_are_replicates_not_rows(tmp_path: Path) -> None:
+    """A sweep crossing training seeds with subset seeds: each (seed, subset seed) is one more
+    pair of models of the same row, not a row of its own."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    labels = rng.normal(size=20)
+    rows = []
+    for number, (method, seed, subset) in enumerate(
+        (m, s, u) for m in ("baseline", "hydranet") for s in (0, 1) for u in (0, 1)
+    ):
+        csv = tmp_path / f"{number}.csv"
+        noise = rng.normal(0, 1 if method == "baseline" else 0.5, 20)
+        pd.DataFrame(
+            {"subject": [f"s{i}" for i in range(20)], "label": labels, "prediction": labels + noise}
+        ).to_csv(csv, index=False)
+        rows.append(
+            {
+                "number": number,
+                "state": "complete",
+                "method": method,
+                "seed": seed,
+                "data.subset_seed": subset,
+                "data.n_train": 12,
+                "test_icc_c1": 0.5,
+                "test_mse": 1.0,
+                "test_predictions": str(csv),
+                "note": "",
+            }
+        )
+    runs = pd.DataFrame(rows)
+    summary = tables.summary_table(runs, ["data.n_train"], n_resamples=100)
+    assert len(summary) == 1 and summary.loc[0, "n_seeds"] == 4
+    pairs = tables.pair_table(tables.collect_pairs(runs, ["data.n_train"]), ["data.n_train"], 50)
+    assert sorted(zip(pairs["seed"], pairs["subset_seed"], strict=True)) == [
+        (0, 0),
+        (0, 1),
+        (1, 0),
+        (1, 1),
+    ]
