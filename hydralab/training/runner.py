@@ -295,9 +295,17 @@ class HydraCLI(LightningCLI):
                     config=config,
                 )
             )
-            kwargs.setdefault("callbacks", []).append(WandbSummaryCallback())
+            # LightningCLI lets a ``callbacks`` keyword replace the config's trainer.callbacks
+            # (a plateau rule, early stopping): add to them instead.
+            configured = self._get(self.config_init, "trainer", default={}).get("callbacks")
+            configured = _as_list(configured)
+            kwargs["callbacks"] = [
+                *configured,
+                *kwargs.get("callbacks", []),
+                WandbSummaryCallback(),
+            ]
         plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
-        plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
+        plugins = _as_list(plugins)
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             plugins.append(AtomicCheckpointIO())
         trainer = super().instantiate_trainer(
@@ -372,6 +380,13 @@ def run_cli(args: Sequence[str] | None = None, callbacks: Sequence[Callback] = (
         sys.argv = argv
         _restore_sigint(sigint)
         finish_wandb(exit_code)
+
+
+def _as_list(value: Any) -> list[Any]:
+    """A trainer setting that takes one object or a list of them, as a list."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 def _restore_sigint(handler: Any) -> None:

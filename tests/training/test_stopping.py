@@ -256,7 +256,8 @@ def test_hydralab_fit_with_the_plateau_config_stops_writes_why_and_resumes(
                 f"--data.csv={tiny_csv}",
                 "--data.n_train=null",
                 "--trainer.enable_progress_bar=false",
-                "--tracking.wandb_mode=disabled",
+                # W&B on (offline), as users run it: its callback once replaced the config's
+                "--tracking.wandb_mode=offline",
                 f"--tracking.root={tmp_path / 'runs'}",
                 *extra,
             ]
