@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # One GPU session's checks, in the order they matter, each under its own time limit, every result
 # copied to $OUT as soon as it exists (a lent GPU may be taken back at any time):
-#   1. the learning curve with a GPU-sized budget (sweeps/learning_curve_gpu.yaml) on both built-in
-#      tasks at once, 12 trials each, $WORKERS worker processes per task sharing the one GPU;
+#   1. the definitive learning curve (sweeps/learning_curve_gpu.yaml: N 12/20/30, 5 seeds, to the
+#      plateau or max_time) on both built-in tasks at once, 30 trials each, $WORKERS worker
+#      processes per task sharing the one GPU, then both studies' reports (CPU, seconds);
 #   2. `make bench` on the idle GPU;
 #   3. the speed switches of issue 7 (benchmarks/speedups.py).
 # Usage (repo root, hydralab importable):  OUT=runs/gpu benchmarks/gpu_run.sh [sweep_seconds]
 set -uo pipefail
 OUT=${OUT:-runs/gpu}
-SWEEP_S=${1:-300}
-WORKERS=${WORKERS:-6}
+SWEEP_S=${1:-540}
+WORKERS=${WORKERS:-10}
 SWEEP_SET=${SWEEP_SET:-}   # extra --set options, e.g. for a smoke run on a CPU
 mkdir -p "$OUT"
 BENCH_ARGS=${BENCH_ARGS:---repeats 5}
@@ -41,6 +42,10 @@ for study in learning-curve-gpu learning-curve-lesions-gpu; do
 done
 # per-trial predictions and metrics (no checkpoints), for the report's bootstrap and plots
 tar czf "$OUT/trials.tar.gz" --exclude='*.ckpt' runs/sweeps 2>/dev/null
+for study in learning-curve-gpu learning-curve-lesions-gpu; do
+  timeout 120 python3 -m hydralab.cli report --storage "sqlite:///$PWD/runs/sweeps/$study/study.db" \
+    --study "$study" --out "$OUT/report-$study" >"$OUT/report-$study.log" 2>&1
+done
 echo "repo root: $PWD" >>"$OUT/machine.txt"
 
 # shellcheck disable=SC2086
