@@ -35,8 +35,9 @@ def test_the_sweep_trains_every_trial_to_the_plateau_of_configs_plateau(name: st
     assert rule["init_args"] == plateau["trainer"]["callbacks"][0]["init_args"]  # one rule
     built = PlateauStopping(**rule["init_args"])
     assert built.monitor == spec.metric
-    # a cap that leaves the rule room to act
-    assert spec.overrides["trainer.max_steps"] >= built.min_steps + 2 * built.patience_steps
+    # a cap that leaves the rule room to act: a run whose best comes at min_steps can still
+    # stop on its plateau before the cap
+    assert spec.overrides["trainer.max_steps"] > built.min_steps + built.patience_steps
 
 
 def test_the_rule_reaches_the_cli_as_one_json_argument(tmp_path: Path):
