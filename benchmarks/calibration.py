@@ -7,6 +7,7 @@ covers the truth. ``williams_icc`` and ``scan_only`` are the statistics the repo
 
     python benchmarks/calibration.py --sims 2000          # about an hour on 2 CPU cores
     python benchmarks/calibration.py --sims 200 --quick   # one scenario of each kind
+    python benchmarks/calibration.py --kind seeds --n 300 --seeds 5   # one slice of the table
 """
 
 from __future__ import annotations
@@ -34,9 +35,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resamples", type=int, default=1000, help="permutations/bootstraps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="the first scenario of each kind")
+    parser.add_argument("--kind", choices=("pair", "seeds"), help="only this table")
+    parser.add_argument("--n", type=int, nargs="*", help="only these test-set sizes")
+    parser.add_argument("--seeds", type=int, nargs="*", help="only these numbers of seeds")
     args = parser.parse_args(argv)
     count = 1 if args.quick else None
-    scenarios = calibration.PAIR_SCENARIOS[:count], calibration.SEED_SCENARIOS[:count]
+    scenarios = tuple(
+        tuple(
+            s
+            for s in table
+            if (args.n is None or s.n in args.n) and (args.seeds is None or s.seeds in args.seeds)
+        )[:count]
+        if args.kind in (None, kind)
+        else ()
+        for kind, table in (
+            ("pair", calibration.PAIR_SCENARIOS),
+            ("seeds", calibration.SEED_SCENARIOS),
+        )
+    )
     kind = None
     started = time.perf_counter()
     for row in calibration.calibration_rows(args.sims, args.resamples, args.seed, *scenarios):
