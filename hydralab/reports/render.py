@@ -105,13 +105,15 @@ def _p(value: Any) -> str:
 
 
 def _converged(row: pd.Series) -> str:
-    """``4/6`` runs on the plateau; ``not recorded`` for studies before the stopping rule."""
-    known = int(row["converged"]) + int(row["not_converged"])
+    """``6/6 on plateau``, ``NOT CONVERGED: 2 of 6 at a cap``, or ``not recorded`` (studies from
+    before the stopping rule), with the runs' step range."""
+    late, known = int(row["not_converged"]), int(row["converged"]) + int(row["not_converged"])
     steps = "" if _nan(row["steps_max"]) else f" ({_steps(row['steps_min'], row['steps_max'])})"
     if not known:
         return f"not recorded{steps}"
-    text = f"{int(row['converged'])}/{known}{steps}"
-    return text if not row["not_converged"] else f"NOT CONVERGED: {text}"
+    if late:
+        return f"NOT CONVERGED: {late} of {known} at a cap{steps}"
+    return f"{known}/{known} on plateau{steps}"
 
 
 def _steps(low: float, high: float) -> str:
