@@ -1,11 +1,16 @@
-"""A study's trials as a table: one row per run, then one row per training-set size.
+"""A study's trials as tables: one row per run, per pair of runs, and per training-set size.
 
-The report works from the Optuna storage alone. Each trial contributes its state, method, seed,
-swept keys and test metrics (user attributes ``test_icc_c1``, ``test_mse``, ``test_predictions``,
-``error``; see :mod:`hydralab.sweeps.objective`). Trials that did not run because another held
-their grid point (``skipped``) and failed trials that were queued again (they count through
-their retry) are left out, as in the sweep's own counts. A grid point with no trial at all is
-reported as ``missing``, so a table never silently averages fewer seeds than the sweep planned.
+The report works from the Optuna storage alone (or a saved ``runs.csv``). Each trial contributes
+its state, method, seed (and subset seed), swept keys, test metrics and how it stopped (user
+attributes ``test_icc_c1``, ``test_mse``, ``test_predictions``, ``steps``, ``best_step``,
+``last_step``, ``stop_reason``, ``error``; see :mod:`hydralab.sweeps.objective`). A baseline and
+a Hydranet run of one row and one replicate (seed, subset seed) form a pair; the summary
+combines a row's pairs with the seed-aware statistics of :mod:`hydralab.reports.verdict`.
+
+Trials that did not run because another held their grid point (``skipped``) and failed trials
+that were queued again (they count through their retry) are left out, as in the sweep's own
+counts. A grid point with no trial at all is reported as ``missing``, so a table never silently
+averages fewer seeds than the sweep planned.
 """
 
 from __future__ import annotations
