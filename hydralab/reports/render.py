@@ -129,12 +129,12 @@ def notes(summary: pd.DataFrame, keys: Sequence[str]) -> list[str]:
         text = (
             f"Power, {_where(row, keys)}: {int(row['n_test'])} test scans, predictions of the two "
             f"methods correlated r = {row['r_between']:.2f}: one pair of runs detects "
-            f"ΔICC >= {row['mde_pair']:.3f} with 80% power"
+            f"ΔICC ≥ {row['mde_pair']:.3f} with 80% power"
         )
         if not _nan(row["mde_seeds"]):
             seeds = f"; the mean of {int(row['n_seeds'])} seeds"
             mde = row["mde_seeds"]
-            text += f"{seeds}, ΔICC >= {mde:.3f}" if mde <= 2 else f"{seeds}, no ΔICC (> 2)"
+            text += f"{seeds}, ΔICC ≥ {mde:.3f}" if mde <= 2 else f"{seeds}, no ΔICC (> 2)"
         lines.append(text + ".")
     points = summary[summary["row"] == "point"]
     late = [_where(row, keys) for _, row in points.iterrows() if row["not_converged"]]
@@ -246,6 +246,7 @@ _TEX = {
     "±": r"$\pm$",
     "Δ": r"$\Delta$",
     "–": "--",
+    "≥": r"$\geq$",
     "<": r"$<$",
     ">": r"$>$",
 }
