@@ -249,3 +249,18 @@ def test_bad_scans_fail_before_training_naming_the_file(tiny_csv: Path, writer, 
 def test_set_dataset_needs_scans():
     with pytest.raises(DatasetError):
         SetDataset([])
+
+
+def test_replacement_reaches_the_sampler_and_draws_repeat_scans(tiny_csv: Path):
+    """``data.replacement: true``: each set draws afresh, so one epoch (4 sets of 2 from 8 scans)
+    can show a scan twice and leave another out; the default partitions, every scan once."""
+    kwargs = {"method": "hydranet", "k": 2, "batch_size": 4, "augment": False, "seed": 0}
+    drawn = _module(tiny_csv, replacement=True, **kwargs)
+    assert drawn.train_sampler().replacement is True
+    seen = [int(i) for b in drawn.train_dataloader() for i in b["index"].ravel()]
+    assert len(seen) == 8
+    assert len(set(seen)) < 8
+    partitioned = _module(tiny_csv, **kwargs)
+    assert partitioned.train_sampler().replacement is False
+    seen = sorted(int(i) for b in partitioned.train_dataloader() for i in b["index"].ravel())
+    assert seen == list(range(8))

@@ -98,6 +98,11 @@ def test_negative_labels_train_and_come_back_negative(tmp_path: Path, csv: Path)
     tested = pd.read_csv(cli.run_dir / "test_predictions.csv")
     assert (tested["label"] < 0).all()
     assert tested["prediction"].notna().all()
+    # The predictions come back negative and in label units: four steps move the mean of f to
+    # the mean target, so the mean prediction lies within a factor of 2 of the mean label (a
+    # sign lost in training is positive; a scale lost on the way back is ~ mean label / scale).
+    mean_label, mean_prediction = tested["label"].mean(), tested["prediction"].mean()
+    assert 2 * mean_label < mean_prediction < 0.5 * mean_label < 0
 
 
 # -- an output folder that cannot be written ---------------------------------------------------

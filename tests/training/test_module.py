@@ -153,3 +153,68 @@ def test_default_optimizer_is_the_papers_adadelta():
     optimizer = module.configure_optimizers()
     assert isinstance(optimizer, torch.optim.Adadelta)
     assert optimizer.defaults["lr"] == 1.0 and optimizer.defaults["rho"] == 0.95
+
+
+def test_training_targets_are_divided_by_the_label_scale():
+    """Both losses (set and warm-up per image) compare f with label / scale, not the label."""
+    batch = _batch(3, [[False, True, False], [False, False, False]])
+    scaled = HydraModule(method="hydranet", k=3, p=0.1, label_scale=4.0, image_loss_steps=1)
+    f = scaled.model.base
+    with torch.no_grad():
+        f_x = torch.stack([f(batch["images"][b, s : s + 1])[0] for b in range(2) for s in range(3)])
+        f_0 = f(torch.zeros(1, 1, 8, 8, 8))[0]
+    real = ~batch["zero"]
+    per_slot = torch.where(real.reshape(-1), f_x, f_0).reshape(2, 3)
+    with torch.no_grad():
+        warm = scaled.training_step(batch, 0)  # step 0 < 1: per image
+    expected = F.mse_loss(per_slot[real], batch["labels"][real] / 4.0)
+    assert warm.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert warm.item() != pytest.approx(F.mse_loss(per_slot[real], batch["labels"][real]).item())
+
+    scaled.hparams.image_loss_steps = 0
+    with torch.no_grad():
+        on_sets = scaled.training_step(batch, 0)
+    expected = F.mse_loss(per_slot.sum(1), batch["set_label"] / 4.0)
+    assert on_sets.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert on_sets.item() != pytest.approx(F.mse_loss(per_slot.sum(1), batch["set_label"]).item())
+
+
+def test_label_scale_std_and_f0_logged_in_label_units(tiny_csv: Path, tmp_path):
+    module, data = _fit(tiny_csv, tmp_path, validate=False, label_scale="std")
+    train_labels = torch.tensor([s.record.label for s in data.scans["train"]])
+    scale = train_labels.std().item()
+    assert module.label_scale.item() == pytest.approx(scale, rel=1e-6)
+    # The std, not the mean |label| of the other mode, and far from 1 so the f(0) check bites.
+    assert scale != pytest.approx(train_labels.abs().mean().item(), rel=1e-2)
+    assert abs(scale - 1.0) > 0.5
+    f0 = float(module.model.zero_value((1, 10, 10, 10)))
+    logged = module.trainer.callback_metrics["train/f0"].item()
+    assert logged == pytest.approx(f0 * scale, rel=1e-4)
+    assert logged != pytest.approx(f0, rel=1e-2)
+
+
+@pytest.mark.parametrize("zero_mode", ["paper", "anchored"])
+def test_image_loss_steps_in_paper_and_anchored_modes(zero_mode, monkeypatch):
+    """Steps 0..2 of 3: the per-image loss on the real members' values (f(x) in paper mode,
+    f(x) - f(0) anchored); from step 3: the set loss, where empty slots count (f(0) or 0)."""
+    batch = _batch(3, [[False, True, False], [False, False, True]])
+    module = HydraModule(method="hydranet", k=3, p=0.1, zero_mode=zero_mode, image_loss_steps=3)
+    f = module.model.base
+    with torch.no_grad():
+        f_x = torch.stack([f(batch["images"][b, s : s + 1])[0] for b in range(2) for s in range(3)])
+        f_0 = f(torch.zeros(1, 1, 8, 8, 8))[0]
+    real = ~batch["zero"]
+    if zero_mode == "paper":
+        per_slot = torch.where(real.reshape(-1), f_x, f_0).reshape(2, 3)
+    else:
+        per_slot = torch.where(real.reshape(-1), f_x - f_0, torch.zeros(())).reshape(2, 3)
+    per_image = F.mse_loss(per_slot[real], batch["labels"][real]).item()
+    on_sets = F.mse_loss(per_slot.sum(1), batch["set_label"]).item()
+    assert per_image != pytest.approx(on_sets, rel=1e-3)
+
+    step = {"now": 0}
+    monkeypatch.setattr(HydraModule, "global_step", property(lambda self: step["now"]))
+    for step["now"], expected in [(0, per_image), (2, per_image), (3, on_sets), (10, on_sets)]:
+        with torch.no_grad():
+            loss = module.training_step(batch, 0).item()
+        assert loss == pytest.approx(expected, rel=1e-5), step["now"]
