@@ -225,7 +225,7 @@ def _run(argv: list[str], from_command_line: bool) -> int:
 
 def _report_storage(args: argparse.Namespace) -> str:
     """The storage a report reads: the one given, the environment's, or the sweep's default."""
-    from hydralab.sweeps.study import (
+    from hydralab.sweeps.storage import (
         DEFAULT_ROOT,
         STORAGE_ENV,
         default_storage_url,

@@ -20,8 +20,9 @@ import torchio as tio
 from torch.utils.data import DataLoader
 
 from hydralab.data.device_augment import BatchAugmentation
-from hydralab.data.sampler import CombinationSampler, validate_k_p
+from hydralab.data.sampler import CombinationSampler
 from hydralab.data.scans import LoadedScan, SetDataset, discover_images, load_scan
+from hydralab.data.sets import SetSpec
 from hydralab.data.table import (
     DatasetError,
     ScanRecord,
@@ -121,11 +122,7 @@ class HydraDataModule(pl.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        if method not in ("baseline", "hydranet"):
-            raise ValueError(f"method must be 'baseline' or 'hydranet', got {method!r}")
-        if method == "baseline" and (k != 1 or p != 0):
-            raise ValueError(f"the baseline uses k=1 and p=0, got k={k} and p={p}")
-        validate_k_p(k, p)
+        SetSpec(method, k, p)
         if batch_size < 1 or batch_size % k:
             raise ValueError(
                 f"batch_size counts images and must be a positive multiple of k={k}, "

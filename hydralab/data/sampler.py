@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import numpy as np
 from torch.utils.data import Sampler
 
+from hydralab.data.sets import check_k_p
+
 ZERO_SLOT = -1
 """Index that marks a slot holding the all-zero image (label 0)."""
 
@@ -49,7 +51,7 @@ class CombinationSampler(Sampler[tuple[int, ...]]):
             raise ValueError(
                 f"the combination sampler needs at least one scan, got n_scans={n_scans}"
             )
-        validate_k_p(k, p)
+        check_k_p(k, p)
         if sets_per_batch < 1:
             raise ValueError(f"sets_per_batch must be >= 1, got {sets_per_batch}")
         self.n_scans = n_scans
@@ -96,11 +98,3 @@ class CombinationSampler(Sampler[tuple[int, ...]]):
         self.epoch += 1
         for row in sets:
             yield tuple(int(i) for i in row)
-
-
-def validate_k_p(k: int, p: float) -> None:
-    """Reject a set size or zero-slot probability the method cannot use, naming the argument."""
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k (images per virtual sample) must be an integer >= 1, got {k!r}")
-    if not (0.0 <= p < 1.0):
-        raise ValueError(f"p (probability of a zero slot) must be in [0, 1), got {p!r}")

@@ -29,7 +29,8 @@ from optuna.trial import TrialState
 
 from hydralab.reports.stats import PairedScans, compare_pair, pearson, scan_bootstrap
 from hydralab.reports.verdict import detectable_difference, seed_aware_difference
-from hydralab.sweeps.study import journal_path, live_trials
+from hydralab.sweeps.storage import load_study
+from hydralab.sweeps.trials import live_trials
 
 METHODS = ("baseline", "hydranet")
 REPLICATE = ("seed", "data.subset_seed")
@@ -48,25 +49,6 @@ STATES = {
     TrialState.RUNNING: "running",
     TrialState.WAITING: "waiting",
 }
-
-
-def load_study(storage: str, study: str) -> optuna.Study:
-    """Open an existing study read-only in spirit (nothing is written), journal files included."""
-    journal = journal_path(storage)
-    if journal is not None:
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        if not journal.is_file():
-            raise ValueError(f"journal storage {journal} does not exist")
-        backend: Any = JournalStorage(JournalFileBackend(str(journal)))
-    else:
-        backend = storage
-    try:
-        return optuna.load_study(study_name=study, storage=backend)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(backend)]
-        raise ValueError(f"no study {study!r} in the storage; it holds {names}") from None
 
 
 RUN_COLUMNS = ("state", "method", "seed", "test_icc_c1", "test_mse", "test_predictions")

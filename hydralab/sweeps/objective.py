@@ -40,18 +40,10 @@ from typing import Any
 import optuna
 
 from hydralab.sweeps.spec import SweepSpec
-from hydralab.sweeps.study import INTERRUPTED
+from hydralab.sweeps.trials import INTERRUPTED, attr_name
 from hydralab.training.callbacks import TEST_PREDICTIONS
 from hydralab.training.runner import HydraCLI, run_cli
 from hydralab.training.stopping import PlateauStopping, trainer_stop_reason
-
-STOPPING_ATTRS = ("best_step", "last_step", "stop_reason")
-"""User attributes of a finished trial that say where and why its training ended."""
-
-
-def attr_name(metric: str) -> str:
-    """A metric as a user-attribute name: ``val/icc_c1`` -> ``val_icc_c1``."""
-    return metric.replace("/", "_")
 
 
 def trial_dir(sweep_dir: Path, number: int) -> Path:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hydralab.data.sampler import validate_k_p
+from hydralab.data.sets import SetSpec
 from hydralab.models.regressor import BaseRegressor
 from hydralab.models.setsum import DEFAULT_CHUNK_THRESHOLD, ChunkSize, SetSumRegressor
 from hydralab.training.metrics import agreement_metrics
@@ -76,11 +76,10 @@ class HydraModule(pl.LightningModule):
         image_loss_steps: int = 0,
     ) -> None:
         super().__init__()
-        if method not in ("baseline", "hydranet"):
-            raise ValueError(f"model.method must be 'baseline' or 'hydranet', got {method!r}")
-        validate_k_p(k, p)
-        if method == "baseline" and (k != 1 or p != 0):
-            raise ValueError(f"the baseline uses k=1 and p=0, got k={k}, p={p}")
+        try:
+            SetSpec(method, k, p)
+        except ValueError as error:
+            raise ValueError(f"model: {error}") from None
         if loss not in LOSSES:
             raise ValueError(f"model.loss must be one of {sorted(LOSSES)}, got {loss!r}")
         if not hasattr(torch.optim, optimizer):

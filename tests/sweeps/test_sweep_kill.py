@@ -18,7 +18,7 @@ import yaml
 from optuna.trial import TrialState
 
 from hydralab.cli import main
-from hydralab.sweeps.study import RetryCallback
+from hydralab.sweeps.trials import RetryCallback
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,8 +11,9 @@ import optuna
 import pytest
 import yaml
 
-from hydralab.sweeps.objective import STOPPING_ATTRS, SweepObjective, cli_args
+from hydralab.sweeps.objective import SweepObjective, cli_args
 from hydralab.sweeps.spec import load_spec, parse_spec
+from hydralab.sweeps.trials import STOPPING_ATTRS
 from hydralab.training.stopping import PlateauStopping
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,19 +17,15 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.trial import TrialState
 
 from hydralab.sweeps.spec import SweepSpecError, load_spec
-from hydralab.sweeps.study import (
-    RetryCallback,
-    count_trials,
+from hydralab.sweeps.storage import (
     default_storage_url,
     fail_trials_without_heartbeat,
     journal_path,
     masked,
     open_storage,
-    open_study,
-    requeue_interrupted,
-    run_sweep,
-    surplus_reason,
 )
+from hydralab.sweeps.study import open_study, run_sweep, surplus_reason
+from hydralab.sweeps.trials import RetryCallback, count_trials, requeue_interrupted
 from hydralab.training.tracking import local_run_dirs, read_offline_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +68,8 @@ def test_workers_creating_one_study_at_once_do_not_crash(tmp_path: Path, tiny_cs
         import sys, time
         from pathlib import Path
         from hydralab.sweeps.spec import load_spec
-        from hydralab.sweeps.study import open_storage, open_study
+        from hydralab.sweeps.storage import open_storage
+        from hydralab.sweeps.study import open_study
         spec = load_spec({str(sweep)!r})
         Path({str(tmp_path)!r}, "ready-" + sys.argv[1]).touch()
         while not Path({str(go)!r}).exists():
