@@ -43,7 +43,7 @@ class SetSpec:
             raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
         check_k_p(self.k, self.p)
         if self.is_baseline and (self.k != 1 or self.p != 0):
-            raise ValueError(f"the baseline uses k=1 and p=0, got k={self.k}, p={self.p}")
+            raise ValueError(f"method baseline uses k=1 and p=0, got k={self.k}, p={self.p}")
 
     @property
     def is_baseline(self) -> bool:

@@ -79,7 +79,7 @@ class HydraModule(pl.LightningModule):
         try:
             SetSpec(method, k, p)
         except ValueError as error:
-            raise ValueError(f"model: {error}") from None
+            raise ValueError(f"model.{error}") from None
         if loss not in LOSSES:
             raise ValueError(f"model.loss must be one of {sorted(LOSSES)}, got {loss!r}")
         if not hasattr(torch.optim, optimizer):
