@@ -19,6 +19,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 TEST_PREDICTIONS = "test_predictions.csv"
 PREDICTIONS = "predictions.csv"
 TRAIN_SUBJECTS = "train_subjects.csv"
+SUBJECT, IMAGE, LABEL, PREDICTION = "subject", "image", "label", "prediction"
+"""The columns of a predictions CSV; reports read them by these names."""
 
 
 def prediction_table(
@@ -29,10 +31,10 @@ def prediction_table(
     rows = [records[int(i)] for i in index]
     table = pd.DataFrame(
         {
-            "subject": [r.subject for r in rows],
-            "image": [str(r.image) for r in rows],
-            "label": [r.label for r in rows] if label is None else list(label),
-            "prediction": [float(v) for v in prediction],
+            SUBJECT: [r.subject for r in rows],
+            IMAGE: [str(r.image) for r in rows],
+            LABEL: [r.label for r in rows] if label is None else list(label),
+            PREDICTION: [float(v) for v in prediction],
         }
     )
     return table
