@@ -16,10 +16,10 @@ Each figure is the median of repeated timings with its interquartile range (IQR)
   the ratio is batched over TorchIO.
 * ``memory``: peak memory of one step against K (one set per step), standard and chunked
   (``chunk_size``). On CUDA: ``torch.cuda.max_memory_allocated`` above the step's start. On CPU
-  there is no allocator peak to read, so it is the peak of the bytes held by tensors that
-  autograd saves for backward (``saved_tensors_hooks``, counted while alive, including the
-  chunked path's recomputation in backward, parameters left out): the activation memory that
-  grows with K.
+  there is no allocator peak to read, so it is the peak of the bytes held by the tensors the
+  step's operators create (``hydralab.models.memory.LiveBytes``: activations, the chunked
+  path's recomputation and the gradients, each storage counted while alive; parameters and
+  inputs left out): the memory that grows with K.
 * ``flops``: the train step's achieved FLOP/s (convolutions counted analytically, backward taken
   as 2x forward) as a fraction of a large float32 matmul's FLOP/s measured in the same run.
 
@@ -32,13 +32,13 @@ import argparse
 import statistics
 import tempfile
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
+from hydralab.models.memory import peak_bytes
 from hydralab.models.regressor import BaseRegressor
 from hydralab.models.setsum import SetSumRegressor
 
@@ -83,39 +83,6 @@ def timings(fn: Callable[[], object], repeats: int, warmup: int | None = None) -
             torch.cuda.synchronize()
         out.append(time.perf_counter() - start)
     return out
-
-
-def saved_tensor_peak_bytes(step: Callable[[], object]) -> int:
-    """Peak bytes of the tensors autograd holds for backward while ``step`` runs.
-
-    Each saved tensor is counted from when it is packed until autograd drops it, so tensors freed
-    during backward (and the chunked path's per-chunk recomputation) count only while alive. A
-    tensor saved by two operations counts twice, in every path alike. Parameters, which layers
-    save too, are left out: they are there whatever K is.
-    """
-    live, peak = [0], [0]
-
-    class Held:
-        def __init__(self, tensor: torch.Tensor) -> None:
-            self.tensor = tensor
-
-    def release(nbytes: int) -> None:
-        live[0] -= nbytes
-
-    def pack(tensor: torch.Tensor) -> Held:
-        # Parameters (leaves that require grad) are saved by every layer but cost nothing extra.
-        nbytes = (
-            0 if tensor.is_leaf and tensor.requires_grad else tensor.numel() * tensor.element_size()
-        )
-        held = Held(tensor)
-        live[0] += nbytes
-        peak[0] = max(peak[0], live[0])
-        weakref.finalize(held, release, nbytes)
-        return held
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda held: held.tensor):
-        step()
-    return peak[0]
 
 
 def conv_flops_per_image(side: int) -> float:
@@ -192,7 +159,7 @@ def bench_zero_slots(side: int, batch: int, repeats: int, ps: list[float]) -> li
 def bench_data(side: int, batch: int, repeats: int, n_train: int) -> list[Row]:
     """Images/s out of the augmented train DataLoader against the train step at the same size."""
     from hydralab.data.datamodule import HydraDataModule
-    from hydralab.data.synthetic import SyntheticSpec, make_dataset
+    from hydralab.datasets.synthetic import SyntheticSpec, make_dataset
 
     k = 4 if batch % 4 == 0 else batch
     with tempfile.TemporaryDirectory() as tmp:
@@ -251,7 +218,7 @@ def bench_augment(side: int, batch: int, repeats: int) -> list[Row]:
 
 def bench_memory(side: int, ks: list[int], chunk: int) -> list[Row]:
     on_cuda = torch.cuda.is_available()
-    unit = "MiB (CUDA peak)" if on_cuda else "MiB (saved tensors)"
+    unit = "MiB (CUDA peak)" if on_cuda else "MiB (live tensors)"
     rows = []
     for label, chunk_size in (("standard", None), (f"chunked {chunk}", chunk)):
         peaks = {}
@@ -266,7 +233,7 @@ def bench_memory(side: int, ks: list[int], chunk: int) -> list[Row]:
                 torch.cuda.synchronize()
                 peaks[k] = torch.cuda.max_memory_allocated() - start
             else:
-                peaks[k] = saved_tensor_peak_bytes(step)
+                peaks[k] = peak_bytes(step)
         for k in ks:
             ratio = f"{peaks[k] / peaks[ks[0]]:.2f}x K={ks[0]}" if k != ks[0] else ""
             rows.append(

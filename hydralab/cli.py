@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument(
         "--affine-tolerance",
         type=float,
-        default=1e-3,
+        default=None,  # hydralab.data.nifti.AFFINE_TOLERANCE_MM, read when make-table runs
         help="largest mask/image affine difference in mm (default 0.001)",
     )
     table.add_argument("--image-suffix", help="bids: image name ending before .nii (_FLAIR)")
@@ -187,7 +187,7 @@ def _run(argv: list[str], from_command_line: bool) -> int:
         return 0
     args = _parser().parse_args(argv)
     if args.command == "make-data":
-        from hydralab.data.synthetic import SyntheticSpec, make_dataset
+        from hydralab.datasets.synthetic import SyntheticSpec, make_dataset
 
         spec = SyntheticSpec(
             task=args.task,
@@ -243,8 +243,9 @@ def _report_storage(args: argparse.Namespace) -> str:
 
 
 def _make_table(args: argparse.Namespace) -> int:
-    from hydralab.data.layouts import make_table
-    from hydralab.data.mask_labels import LabelSpec, parse_mask_values
+    from hydralab.data.nifti import AFFINE_TOLERANCE_MM
+    from hydralab.datasets.layouts import make_table
+    from hydralab.datasets.mask_labels import LabelSpec, parse_mask_values
 
     spec = LabelSpec(
         kind=args.label,
@@ -255,7 +256,9 @@ def _make_table(args: argparse.Namespace) -> int:
     )
     naming = ("image_suffix", "mask_pattern", "pipeline", "images_dir", "masks_dir")
     options = {name: getattr(args, name) for name in naming if getattr(args, name) is not None}
-    out, rows = make_table(args.layout, args.root, args.out, spec, options, args.affine_tolerance)
+    tolerance = args.affine_tolerance
+    tolerance = AFFINE_TOLERANCE_MM if tolerance is None else tolerance
+    out, rows = make_table(args.layout, args.root, args.out, spec, options, tolerance)
     print(f"wrote {rows} scans to {out}; label = {spec.describe()}")
     return 0
 
@@ -270,7 +273,11 @@ def _sweep(args: argparse.Namespace) -> int:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key] = yaml.safe_load(value)
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or type(error).__name__
+            raise ValueError(f"--set {item!r}: not valid YAML ({problem})") from None
     spec = load_spec(args.file).with_changes(args.study, args.n_trials, overrides)
 
     from hydralab.sweeps.study import run_sweep

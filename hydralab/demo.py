@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from hydralab.data.synthetic import SyntheticSpec, make_dataset
+from hydralab.datasets.synthetic import SyntheticSpec, make_dataset
 from hydralab.training.runner import quiet_environment, run_cli
 
 COLUMNS = (("icc_c1", "ICC(3,1)"), ("icc_a1", "ICC(2,1)"), ("mse", "MSE"), ("mae", "MAE"))

@@ -14,7 +14,8 @@ import yaml
 from hydralab.cli import main
 from hydralab.training.metrics import agreement_metrics
 from hydralab.training.runner import run_cli
-from hydralab.training.tracking import local_run_dirs, read_offline_run
+from hydralab.training.tracking import local_run_dirs
+from tests.helpers.wandb_log import read_offline_run
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

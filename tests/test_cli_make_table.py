@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from hydralab.cli import main
+from hydralab.data.nifti import AFFINE_TOLERANCE_MM
 from hydralab.data.table import read_table
 
 
@@ -85,3 +86,18 @@ def test_make_table_is_listed_and_stays_light(tmp_path: Path):
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_affine_tolerance_defaults_to_the_shared_one(tmp_path: Path, capsys):
+    """Without --affine-tolerance the mask check uses AFFINE_TOLERANCE_MM, the one every mask
+    check shares; the option widens it."""
+    root = _wmh_tree(tmp_path / "training")
+    mask_path = root / "Utrecht" / "0" / "wmh.nii.gz"
+    mask = nib.load(mask_path)
+    shifted = mask.affine.copy()
+    shifted[0, 3] += 2 * AFFINE_TOLERANCE_MM
+    nib.save(nib.Nifti1Image(np.asarray(mask.dataobj), shifted), mask_path)
+    args = ["make-table", str(root), "--layout", "wmh-challenge", "--out", str(tmp_path / "t.csv")]
+    assert main(args) == 2
+    assert f"> {AFFINE_TOLERANCE_MM} mm" in capsys.readouterr().err
+    assert main([*args, "--affine-tolerance", str(4 * AFFINE_TOLERANCE_MM)]) == 0

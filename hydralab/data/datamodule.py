@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import lightning.pytorch as pl
 import torch
@@ -20,27 +20,15 @@ import torchio as tio
 from torch.utils.data import DataLoader
 
 from hydralab.data.device_augment import BatchAugmentation
+from hydralab.data.nifti import SPLITS, DatasetError
 from hydralab.data.sampler import CombinationSampler
 from hydralab.data.scans import LoadedScan, SetDataset, discover_images, load_scan
-from hydralab.data.sets import SetSpec
-from hydralab.data.table import (
-    DatasetError,
-    ScanRecord,
-    assign_splits,
-    read_table,
-    select_training_subset,
-)
-from hydralab.data.transforms import (
-    NORMALIZATIONS,
-    CropCentre,
-    Normalization,
-    augmentation,
-    preprocessing,
-)
+from hydralab.data.sets import Method, SetSpec
+from hydralab.data.table import ScanRecord, assign_splits, read_table, select_training_subset
+from hydralab.data.transforms import CropCentre, Normalization, augmentation, preprocessing
 
-Method = Literal["baseline", "hydranet"]
 AugmentOn = Literal["cpu", "device"]
-AUGMENT_ON: tuple[str, ...] = ("cpu", "device")
+AUGMENT_ON: tuple[str, ...] = get_args(AugmentOn)
 
 
 class HydraDataModule(pl.LightningDataModule):
@@ -128,10 +116,6 @@ class HydraDataModule(pl.LightningDataModule):
                 f"batch_size counts images and must be a positive multiple of k={k}, "
                 f"got batch_size={batch_size}"
             )
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
-            )
         if augment_on not in AUGMENT_ON:
             raise ValueError(
                 f"data.augment_on must be 'cpu' (TorchIO, per scan, in the DataLoader) or "
@@ -139,17 +123,14 @@ class HydraDataModule(pl.LightningDataModule):
             )
         if shape is not None and (len(shape) != 3 or min(shape) < 2):
             raise ValueError(f"shape must be three sizes >= 2, got {shape!r}")
-        for key, value in (
-            ("seed", seed),
-            ("split_seed", split_seed),
-            ("subset_seed", subset_seed),
+        for key, value, minimum in (
+            ("seed", seed, 0),
+            ("split_seed", split_seed, 0),
+            ("subset_seed", subset_seed, 0),
+            ("n_train", 1 if n_train is None else n_train, 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"data.{key} must be an integer >= 0, got {value!r}")
-        if n_train is not None and (
-            isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1
-        ):
-            raise ValueError(f"data.n_train must be an integer >= 1, got {n_train!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"data.{key} must be an integer >= {minimum}, got {value!r}")
         self.save_hyperparameters()
         self.csv = csv
         self.method = method
@@ -171,7 +152,7 @@ class HydraDataModule(pl.LightningDataModule):
             "roi_sigma": roi_sigma,
             "roi_margin": roi_margin,
         }
-        # Validates crop_centre, roi_sigma and roi_margin, so a bad setting fails here.
+        # Validates normalization, crop_centre, roi_sigma and roi_margin: a bad one fails here.
         self._preprocess = preprocessing(**self._preprocess_args)
         self._use_roi = crop_centre == "region"
         self._predict_records: list[ScanRecord] | None = None
@@ -205,7 +186,7 @@ class HydraDataModule(pl.LightningDataModule):
             self.hparams.test_fraction,
             self.split_seed,
         )
-        by_split: dict[str, list[ScanRecord]] = {s: [] for s in ("train", "val", "test")}
+        by_split: dict[str, list[ScanRecord]] = {split: [] for split in SPLITS}
         for record in records:
             by_split[record.split].append(record)
         if not by_split["train"]:

@@ -6,8 +6,6 @@ float tensor. Only the per-epoch augmentation runs when a sample is drawn.
 
 from __future__ import annotations
 
-import gzip
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +16,9 @@ import torch
 import torchio as tio
 from torch.utils.data import Dataset
 
+from hydralab.data.nifti import READ_ERRORS, DatasetError, check_on_grid, is_nifti, nifti_stem
 from hydralab.data.sampler import ZERO_SLOT
-from hydralab.data.table import DatasetError, ScanRecord
+from hydralab.data.table import ScanRecord
 from hydralab.data.transforms import ROI_KEY
 
 
@@ -47,23 +46,12 @@ def read_nifti(path: Path) -> tuple[torch.Tensor, np.ndarray]:
     return torch.from_numpy(np.ascontiguousarray(data)), image.affine
 
 
-_READ_ERRORS = (
-    OSError,
-    EOFError,
-    zlib.error,
-    gzip.BadGzipFile,
-    RuntimeError,
-    ValueError,
-    nib.filebasedimages.ImageFileError,
-)
-
-
 def _read_volume(path: Path, image_class: type[tio.Image], what: str, subject: str) -> tio.Image:
     """Read one NIfTI and check it is a finite 3D volume; ``what`` and the subject name it."""
     try:
         image = image_class(path, reader=read_nifti)
         image.load()
-    except _READ_ERRORS as error:
+    except READ_ERRORS as error:
         raise DatasetError(f"cannot read {what} {path} (subject {subject!r}): {error}") from error
     data = image.data
     if data.ndim != 4 or data.shape[0] != 1:
@@ -93,17 +81,12 @@ def load_region(record: ScanRecord, image: tio.ScalarImage) -> tio.LabelMap:
     if not roi.is_file():
         raise DatasetError(f"region mask of subject {record.subject!r} not found: {roi}")
     mask = _read_volume(roi, tio.LabelMap, "region mask", record.subject)
-    if tuple(mask.shape) != tuple(image.shape):
-        raise DatasetError(
-            f"region mask {roi} has shape {tuple(mask.shape[1:])} but scan {record.image} has "
-            f"{tuple(image.shape[1:])}; the mask must be on the scan's voxel grid"
-        )
-    if not np.allclose(mask.affine, image.affine, atol=1e-3):
-        raise DatasetError(
-            f"region mask {roi} and scan {record.image} have different affines (voxel-to-world "
-            f"maps):\n{np.round(mask.affine, 4)}\nvs\n{np.round(image.affine, 4)}; the mask must "
-            "be on the scan's voxel grid"
-        )
+    check_on_grid(
+        f"region mask {roi}",
+        (mask.shape[1:], mask.affine),
+        f"scan {record.image}",
+        (image.shape[1:], image.affine),
+    )
     if not (mask.data > 0).any():
         raise DatasetError(
             f"region mask {roi} (subject {record.subject!r}) is empty: nothing to crop around"
@@ -210,8 +193,8 @@ class SetDataset(Dataset):
 
 def discover_images(folder: Path) -> list[ScanRecord]:
     """All NIfTI files of a folder as unlabelled records (label NaN), for prediction."""
-    paths = sorted(p for p in folder.iterdir() if p.name.endswith((".nii", ".nii.gz")))
+    paths = sorted(p for p in folder.iterdir() if is_nifti(p.name))
     if not paths:
         raise DatasetError(f"no NIfTI files (*.nii, *.nii.gz) in {folder}")
-    names = [p.name.removesuffix(".gz").removesuffix(".nii") for p in paths]
+    names = [nifti_stem(p.name) for p in paths]
     return [ScanRecord(n, p, float("nan"), None) for n, p in zip(names, paths, strict=True)]

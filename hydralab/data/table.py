@@ -16,12 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SPLITS = ("train", "val", "test")
+from hydralab.data.nifti import SPLITS, DatasetError, first_duplicate, nifti_stem
+
 REQUIRED_COLUMNS = ("image", "label")
-
-
-class DatasetError(ValueError):
-    """A dataset CSV or one of its scans cannot be used; the message names the culprit."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +95,7 @@ def _parse_row(csv_path: Path, line: int, row: dict[str, str], labels_required: 
     split = row.get("split", "").strip().lower() or None
     if split is not None and split not in SPLITS:
         raise DatasetError(f"{where}: split {row['split']!r} is not one of {SPLITS}")
-    subject = row.get("subject", "").strip() or _subject_from_path(image)
+    subject = row.get("subject", "").strip() or nifti_stem(image.name)
     roi_text = row.get("roi", "").strip()
     roi = None
     if roi_text:
@@ -108,20 +105,11 @@ def _parse_row(csv_path: Path, line: int, row: dict[str, str], labels_required: 
     return ScanRecord(subject=subject, image=image, label=label, split=split, roi=roi)
 
 
-def _subject_from_path(image: Path) -> str:
-    name = image.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return image.stem
-
-
 def _check_unique_subjects(csv_path: Path, records: Sequence[ScanRecord]) -> None:
-    seen: set[str] = set()
-    for record in records:
-        if record.subject in seen:
-            raise DatasetError(f"{csv_path}: subject {record.subject!r} appears more than once")
-        seen.add(record.subject)
+    duplicate = first_duplicate(record.subject for record in records)
+    if duplicate is not None:
+        subject = records[duplicate[1]].subject
+        raise DatasetError(f"{csv_path}: subject {subject!r} appears more than once")
 
 
 def _check_unique_images(
@@ -132,17 +120,15 @@ def _check_unique_images(
     Paths are compared resolved, so ``a.nii``, ``./a.nii`` and an absolute path to the same file
     (or a symlink to it) are one image.
     """
-    seen: dict[Path, tuple[int, ScanRecord]] = {}
-    for line, record in zip(lines, records, strict=True):
-        key = record.image.resolve()
-        if key in seen:
-            first_line, first = seen[key]
-            raise DatasetError(
-                f"{csv_path}: line {line} (subject {record.subject!r}) and line {first_line} "
-                f"(subject {first.subject!r}) list the same image {key}; each scan may appear "
-                "once"
-            )
-        seen[key] = (line, record)
+    keys = [record.image.resolve() for record in records]
+    duplicate = first_duplicate(keys)
+    if duplicate is not None:
+        first, second = duplicate
+        raise DatasetError(
+            f"{csv_path}: line {lines[second]} (subject {records[second].subject!r}) and line "
+            f"{lines[first]} (subject {records[first].subject!r}) list the same image "
+            f"{keys[second]}; each scan may appear once"
+        )
 
 
 def assign_splits(

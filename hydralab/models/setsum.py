@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from hydralab.data.sets import check_k_p
 
 ZeroMode = Literal["paper", "anchored", "skip"]
 ChunkSize = int | Literal["auto"] | None
@@ -14,68 +17,6 @@ ChunkSize = int | Literal["auto"] | None
 # (about 0.65 KiB a voxel, benchmarks/bench.py), far above the CPU default sizes (8 images of 20^3
 # = 64,000 voxels) and a GPU batch of 16 scans of 96^3 (14.2 M), which all keep the fast path.
 DEFAULT_CHUNK_THRESHOLD = 2**24
-
-
-class _ChunkedBase(torch.autograd.Function):
-    """``base(images)`` computed ``chunk`` images at a time, keeping no activations between passes.
-
-    Forward runs every chunk without a graph. Backward re-runs each chunk with a graph and pulls
-    the upstream gradient of its outputs (for a set-sum loss: dL/dg, the same for every slot of a
-    set) through it, so only one chunk's activations are alive at any time: peak activation memory
-    follows ``chunk``, not the batch. The loss is still computed once, on the full sum. The RNG
-    state is replayed per chunk, so dropout draws the same masks in both passes. The parameters
-    are inputs of the function, so their gradients reach them through the ordinary graph.
-    Double backward is not supported, and a layer that updates buffers in forward (BatchNorm's
-    running statistics) updates them again when its chunk is recomputed.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, images: Tensor, chunk: int, base: nn.Module, *params: Tensor) -> Tensor:
-        ctx.base, ctx.chunk, ctx.params = base, chunk, params
-        ctx.cuda = images.is_cuda
-        ctx.rng = []
-        outs = []
-        for start in range(0, images.shape[0], chunk):
-            ctx.rng.append(_rng_state(images))
-            outs.append(base(images[start : start + chunk]))
-        ctx.save_for_backward(images)
-        return torch.cat(outs)
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        (images,) = ctx.saved_tensors
-        params = list(ctx.params)  # the caller passes only parameters that require grad
-        want_x = ctx.needs_input_grad[0]
-        grad_params: list[Tensor | None] = [None] * len(params)
-        grad_x = torch.zeros_like(images) if want_x else None
-        devices = [images.device] if ctx.cuda else []
-        for i, start in enumerate(range(0, images.shape[0], ctx.chunk)):
-            stop = start + ctx.chunk
-            x = images[start:stop].detach().requires_grad_(want_x)
-            with torch.random.fork_rng(devices=devices), torch.enable_grad():
-                _set_rng_state(ctx.rng[i], images)
-                out = ctx.base(x)
-            inputs = [x, *params] if want_x else params
-            grads = torch.autograd.grad(out, inputs, grad_out[start:stop], allow_unused=True)
-            if want_x:
-                grad_x[start:stop] = grads[0]
-                grads = grads[1:]
-            grad_params = [
-                g if acc is None else (acc if g is None else acc + g)
-                for acc, g in zip(grad_params, grads, strict=True)
-            ]
-        return grad_x, None, None, *grad_params
-
-
-def _rng_state(like: Tensor) -> tuple[Tensor, Tensor | None]:
-    cuda = torch.cuda.get_rng_state(like.device) if like.is_cuda else None
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_state(state: tuple[Tensor, Tensor | None], like: Tensor) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], like.device)
 
 
 class SetSumRegressor(nn.Module):
@@ -102,13 +43,21 @@ class SetSumRegressor(nn.Module):
     slots of a call share one dropout mask, where K real branches would each draw their own.
 
     ``chunk_size`` bounds memory for large K (the paper stopped at K = 4 for GPU memory): while
-    gradients are needed, ``base`` sees at most that many images per call, and the activations
-    of a chunk are recomputed in backward instead of kept (see ``_ChunkedBase``). The loss is still
-    computed once on the summed prediction, with the same value and gradients as without chunks;
-    the cost is one more forward pass. ``None`` (the default) keeps the single-call path.
+    gradients are needed, ``base`` sees at most that many images per call, and each chunk runs
+    under ``torch.utils.checkpoint`` (non-reentrant), so its activations are recomputed in
+    backward instead of kept and only one chunk's are alive at a time. The recomputation replays
+    the chunk's RNG state (dropout draws the same masks) and the forward's autocast state (under
+    bf16 mixed precision it recomputes in bf16, as the forward ran). The loss is still computed
+    once on the summed prediction, with the same value and gradients as without chunks; the cost
+    is one more forward pass. A layer that updates buffers in forward (BatchNorm's running
+    statistics) updates them again when its chunk is recomputed. ``None`` (the default) keeps
+    the single-call path.
     ``"auto"`` chunks only a call whose images hold more than ``chunk_threshold`` voxels in all,
     in chunks of as many images as fit under it, so small batches keep the faster single call
     and only a batch that would need that much memory pays for the recomputation.
+
+    ``k`` is checked by the set rules' own ``check_k_p`` (``hydralab.data.sets``), so a model
+    built outside a ``SetSpec`` (benchmarks, notebooks) cannot take a set size the rules reject.
     """
 
     def __init__(
@@ -120,8 +69,7 @@ class SetSumRegressor(nn.Module):
         chunk_threshold: int = DEFAULT_CHUNK_THRESHOLD,
     ):
         super().__init__()
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        check_k_p(k, 0.0)  # the set rules' check of k; p belongs to the sampler, not the model
         if zero_mode not in get_args(ZeroMode):
             raise ValueError(f"zero_mode must be one of {get_args(ZeroMode)}, got {zero_mode!r}")
         if chunk_size not in (None, "auto") and (
@@ -162,8 +110,12 @@ class SetSumRegressor(nn.Module):
         chunk = self.images_per_call(images.shape[0], math.prod(images.shape[1:]))
         if chunk is None or not torch.is_grad_enabled():
             return self.base(images)
-        params = [p for p in self.base.parameters() if p.requires_grad]
-        return _ChunkedBase.apply(images, chunk, self.base, *params)
+        return torch.cat(
+            [
+                checkpoint(self.base, part, use_reentrant=False, preserve_rng_state=True)
+                for part in images.split(chunk)
+            ]
+        )
 
     def _base_with_zero(self, images: Tensor, need_zero: bool) -> tuple[Tensor, Tensor | None]:
         """Run ``base`` once on ``images`` (+ one zero image if needed): return f(images), f(0).

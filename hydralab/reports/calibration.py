@@ -34,12 +34,12 @@ import numpy as np
 from hydralab.reports.stats import (
     PairedScans,
     compare_pair,
-    icc_c1,
     paired_bootstrap,
     scan_bootstrap,
     williams_test,
 )
 from hydralab.reports.verdict import seed_aware_difference
+from hydralab.training.metrics import icc_c1
 
 ALPHA = 0.05
 

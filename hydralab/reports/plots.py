@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from hydralab.reports.tables import METHODS
+from hydralab.data.sets import METHODS
+from hydralab.reports.run_table import TEST_ICC, TEST_MSE
+from hydralab.sweeps.trials import TEST_PREDICTIONS
+from hydralab.training.outputs import LABEL, PREDICTION
 
 N_TRAIN = "data.n_train"
 
@@ -47,7 +50,7 @@ def learning_curves(runs: pd.DataFrame, keys: Sequence[str], path: str | Path) -
         x = group[x_key] if x_key else pd.Series(0, index=group.index)
         if ticks:
             x = x.map({value: i for i, value in enumerate(ticks)})
-        for ax, column in zip(axes, ("test_icc_c1", "test_mse"), strict=True):
+        for ax, column in zip(axes, (TEST_ICC, TEST_MSE), strict=True):
             stats = group.assign(x=x).groupby("x")[column].agg(["mean", "std"]).sort_index()
             ax.errorbar(
                 stats.index,
@@ -73,7 +76,7 @@ def learning_curves(runs: pd.DataFrame, keys: Sequence[str], path: str | Path) -
 def predictions_vs_labels(runs: pd.DataFrame, path: str | Path) -> Path:
     """Test predictions against labels per method (all completed runs); written to ``path``."""
     plt = _pyplot()
-    done = runs[(runs["state"] == "complete") & runs["test_predictions"].notna()]
+    done = runs[(runs["state"] == "complete") & runs[TEST_PREDICTIONS].notna()]
     fig, axes = plt.subplots(
         1,
         len(METHODS),
@@ -88,14 +91,14 @@ def predictions_vs_labels(runs: pd.DataFrame, path: str | Path) -> Path:
     for ax, method in zip(axes[0], METHODS, strict=True):
         lows, highs = [], []
         for _, run in done[done["method"] == method].iterrows():
-            if not Path(run["test_predictions"]).is_file():
+            if not Path(run[TEST_PREDICTIONS]).is_file():
                 continue
-            scans = pd.read_csv(run["test_predictions"])
+            scans = pd.read_csv(run[TEST_PREDICTIONS])
             size = run.get(N_TRAIN)
             shade = sizes.index(size) / max(len(sizes) - 1, 1) if size in sizes else 0.5
-            ax.scatter(scans["label"], scans["prediction"], s=8, alpha=0.5, color=colours(shade))
-            lows.append(min(scans["label"].min(), scans["prediction"].min()))
-            highs.append(max(scans["label"].max(), scans["prediction"].max()))
+            ax.scatter(scans[LABEL], scans[PREDICTION], s=8, alpha=0.5, color=colours(shade))
+            lows.append(min(scans[LABEL].min(), scans[PREDICTION].min()))
+            highs.append(max(scans[LABEL].max(), scans[PREDICTION].max()))
         if lows:
             ax.plot([min(lows), max(highs)], [min(lows), max(highs)], "k--", lw=1)
         ax.set_title(method)

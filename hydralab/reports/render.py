@@ -1,4 +1,4 @@
-"""The report as text: markdown (by hand, no ``tabulate`` needed), CSV or LaTeX.
+"""The report as text: markdown (pandas with ``tabulate``), CSV or LaTeX (pandas' Styler).
 
 CSV keeps every number as a number; markdown and LaTeX show ``mean ± sd`` cells, the per-seed
 ICC differences, their mean with the seed-aware interval and verdict, the detectable difference,
@@ -14,7 +14,11 @@ from typing import Any
 
 import pandas as pd
 
-from hydralab.reports.tables import METHODS
+from hydralab.data.sets import METHODS
+from hydralab.reports import plots, run_table, tables
+from hydralab.reports.run_table import REPLICATE_NAMES
+from hydralab.sweeps.storage import load_study
+from hydralab.sweeps.trials import TEST_PREDICTIONS
 
 FORMATS = ("md", "csv", "latex")
 SUFFIX = {"md": "md", "csv": "csv", "latex": "tex"}
@@ -59,7 +63,7 @@ def display_table(summary: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
 
 def display_pairs(pairs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     """The per-pair table with one readable cell per quantity."""
-    columns = [c for c in (*keys, "seed", "subset_seed") if c in pairs and pairs[c].notna().any()]
+    columns = [c for c in (*keys, *REPLICATE_NAMES) if c in pairs and pairs[c].notna().any()]
     out = pairs[columns].copy()
     out["n test"] = pairs["n_test"]
     for label, column in (
@@ -188,34 +192,19 @@ def render(
 
 
 def markdown(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table; ``|`` inside a cell is escaped."""
-    header = [str(c) for c in table.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for row in table.itertuples(index=False):
-        cells = [_text(value).replace("|", "\\|") for value in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    """A GitHub-flavoured markdown table of text cells (numbers are not re-formatted, a ``|``
+    inside a cell is escaped)."""
+    cells = table.map(lambda value: _text(value).replace("|", "\\|"))
+    text = cells.to_markdown(index=False, tablefmt="github", disable_numparse=True)
+    return text + "\n"
 
 
 def latex(table: pd.DataFrame) -> str:
     """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``), special characters escaped."""
-    header = " & ".join(_tex(str(c)) for c in table.columns)
-    body = [
-        " & ".join(_tex(_text(value)) for value in row) + r" \\"
-        for row in table.itertuples(index=False)
-    ]
-    return "\n".join(
-        [
-            r"\begin{tabular}{" + "l" * len(table.columns) + "}",
-            r"\toprule",
-            header + r" \\",
-            r"\midrule",
-            *body,
-            r"\bottomrule",
-            r"\end{tabular}",
-            "",
-        ]
-    )
+    styler = table.style.hide(axis="index")
+    styler = styler.format(lambda value: _tex(_text(value)))
+    styler = styler.format_index(lambda name: _tex(str(name)), axis=1)
+    return styler.to_latex(hrules=True, column_format="l" * len(table.columns))
 
 
 def _pm(mean: float, sd: float, digits: int) -> str:
@@ -281,18 +270,16 @@ def write_report(
 
     Returns the status lines followed by the table (what the command prints) and the files.
     """
-    from hydralab.reports import plots, tables
-
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if runs_csv is not None:
-        runs, keys = tables.runs_from_csv(runs_csv)
+        runs, keys = run_table.runs_from_csv(runs_csv)
     else:
         if storage is None:
             raise ValueError("give the study's storage or a runs.csv")
-        loaded = tables.load_study(storage, study)
-        keys = tables.group_keys(loaded)
-        runs = tables.trial_runs(loaded)
+        loaded = load_study(storage, study)
+        keys = run_table.group_keys(loaded)
+        runs = run_table.trial_runs(loaded)
     if runs.empty:
         raise ValueError(f"study {study!r} has no trials yet")
     pairs = tables.collect_pairs(runs, keys)
@@ -304,7 +291,9 @@ def write_report(
     table_path = folder / f"{study}.{SUFFIX[fmt]}"
     table_path.write_text(text)
     runs_path = folder / "runs.csv"
-    saved = runs.assign(test_predictions=[_relative(p, folder) for p in runs["test_predictions"]])
+    saved = runs.assign(
+        **{TEST_PREDICTIONS: [_relative(p, folder) for p in runs[TEST_PREDICTIONS]]}
+    )
     saved.to_csv(runs_path, index=False)
     pairs_path = folder / "pairs.csv"
     per_pair.to_csv(pairs_path, index=False)
@@ -312,7 +301,7 @@ def write_report(
         plots.learning_curves(runs, keys, folder / "learning_curves.png"),
         plots.predictions_vs_labels(runs, folder / "predictions_vs_labels.png"),
     ]
-    counts = ", ".join(f"{n} {state}" for state, n in tables.state_counts(runs).items())
+    counts = ", ".join(f"{n} {state}" for state, n in run_table.state_counts(runs).items())
     lines = [f"study {study}: {counts}"]
     for _, run in runs[runs["state"] != "complete"].iterrows():
         where = ", ".join(f"{key}={run[key]}" for key in keys if _text(run[key]) != "–")
@@ -320,5 +309,5 @@ def write_report(
         note = f": {run['note']}" if run["note"] else ""
         who = f"{run['method']} seed {run['seed']} {where}"
         lines.append(f"  {run['state']}: {who} ({trial}){note}")
-    lines += [f"  {line}" for line in tables.missing_predictions(runs)]
+    lines += [f"  {line}" for line in run_table.missing_predictions(runs)]
     return "\n".join([*lines, "", text]), [table_path, runs_path, pairs_path, *figures]

@@ -25,6 +25,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
+from hydralab.training.metrics import icc_c1
+
 CONSTANT = 1e-12
 """Relative spread below which a prediction set counts as constant (no correlation exists)."""
 
@@ -73,29 +75,6 @@ def williams_test(r_jk: float, r_jh: float, r_kh: float, n: int) -> WilliamsResu
     t = (r_jk - r_jh) * math.sqrt((n - 1) * (1 + r_kh) / denominator)
     p = float(2 * stats.t.sf(abs(t), n - 3))
     return WilliamsResult(t=float(t), df=n - 3, p=p)
-
-
-def icc_c1(first: ArrayLike, second: ArrayLike) -> np.ndarray:
-    """ICC(3,1) (consistency) of two raters, vectorised over leading axes.
-
-    The two-way ANOVA formula of Shrout & Fleiss (1979), (BMS - EMS) / (BMS + EMS) for k = 2,
-    written out so that thousands of resamples stay fast (the two inputs broadcast, so one
-    label vector serves a stack of resampled predictions); it equals
-    :func:`hydralab.training.metrics.icc`'s ``ICC3`` (a test checks). For two raters it is
-    2 cov / (var_1 + var_2): a constant rater scores 0, two constant raters NaN.
-    """
-    first, second = np.broadcast_arrays(np.asarray(first, float), np.asarray(second, float))
-    x = np.stack([first, second], axis=-1)
-    n = x.shape[-2]
-    grand = x.mean(axis=(-2, -1), keepdims=True)
-    rows = x.mean(axis=-1, keepdims=True)
-    cols = x.mean(axis=-2, keepdims=True)
-    ss_rows = 2 * ((rows - grand) ** 2).sum(axis=(-2, -1))
-    ss_error = ((x - rows - cols + grand) ** 2).sum(axis=(-2, -1))
-    bms = ss_rows / (n - 1)
-    ems = ss_error / (n - 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (bms - ems) / (bms + ems)
 
 
 def pearson(first: ArrayLike, second: ArrayLike) -> np.ndarray:

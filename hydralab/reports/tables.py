@@ -1,21 +1,14 @@
-"""A study's trials as tables: one row per run, per pair of runs, and per training-set size.
+"""A study's runs as pairs and summaries: per pair of runs, and per training-set size.
 
-The report works from the Optuna storage alone (or a saved ``runs.csv``). Each trial contributes
-its state, method, seed (and subset seed), swept keys, test metrics and how it stopped (user
-attributes ``test_icc_c1``, ``test_mse``, ``test_predictions``, ``steps``, ``best_step``,
-``last_step``, ``stop_reason``, ``error``; see :mod:`hydralab.sweeps.objective`). A baseline and
-a Hydranet run of one row and one replicate (seed, subset seed) form a pair; the summary
-combines a row's pairs with the seed-aware statistics of :mod:`hydralab.reports.verdict`.
-
-Trials that did not run because another held their grid point (``skipped``) and failed trials
-that were queued again (they count through their retry) are left out, as in the sweep's own
-counts. A grid point with no trial at all is reported as ``missing``, so a table never silently
-averages fewer seeds than the sweep planned.
+A baseline and a Hydranet run of one row (the grouping keys of
+:func:`~hydralab.reports.run_table.group_keys`) and one replicate (seed, subset seed) form a
+pair; the summary combines a row's pairs with the seed-aware statistics of
+:mod:`hydralab.reports.verdict`, and the pair table gives the per-pair tests of
+:mod:`hydralab.reports.stats`. The runs come from :mod:`hydralab.reports.run_table`.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,161 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optuna
 import pandas as pd
-from optuna.trial import TrialState
 
+from hydralab.data.sets import HYDRANET_ONLY, METHODS
+from hydralab.reports.run_table import (
+    BEST_STEP,
+    LAST_STEP,
+    REPLICATE_NAMES,
+    STOP_REASON,
+    TEST_ICC,
+    TEST_MSE,
+    plain,
+    replicate_of,
+)
 from hydralab.reports.stats import PairedScans, compare_pair, pearson, scan_bootstrap
 from hydralab.reports.verdict import detectable_difference, seed_aware_difference
-from hydralab.sweeps.storage import load_study
-from hydralab.sweeps.trials import live_trials
-
-METHODS = ("baseline", "hydranet")
-REPLICATE = ("seed", "data.subset_seed")
-"""What tells two runs of one table row apart: other models of the same method."""
-REPLICATE_NAMES = ("seed", "subset_seed")
-NOT_GROUPED = ("model.method", *REPLICATE)
-HYDRANET_ONLY = ("model.k", "model.p")
-"""Keys a baseline trial never samples (it trains with k=1, p=0): its runs serve every value."""
-STOPPING = ("steps", "best_step", "last_step", "stop_reason")
-"""How a run stopped (trial attributes of :mod:`hydralab.sweeps.objective`); ``plateau`` is the
-only ``stop_reason`` of a run that converged."""
-STATES = {
-    TrialState.COMPLETE: "complete",
-    TrialState.FAIL: "failed",
-    TrialState.PRUNED: "pruned",
-    TrialState.RUNNING: "running",
-    TrialState.WAITING: "waiting",
-}
-
-
-RUN_COLUMNS = ("state", "method", "seed", "test_icc_c1", "test_mse", "test_predictions")
-"""What a saved ``runs.csv`` must hold to be reported again (see :func:`runs_from_csv`)."""
-
-
-def runs_from_csv(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
-    """A study's runs from a ``runs.csv`` that a report wrote, and its grouping keys.
-
-    For results shared without their database (docs/results): prediction paths are read
-    relative to the CSV's folder, and every column that is not a run's own (state, metrics,
-    stopping, ...) is a swept key.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"runs table {path} does not exist")
-    runs = pd.read_csv(path)
-    missing = [column for column in RUN_COLUMNS if column not in runs.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; is it a report's runs.csv?")
-    for column, default in (("number", None), ("note", ""), (REPLICATE[1], None)):
-        if column not in runs.columns:
-            runs[column] = default
-    for column in STOPPING:
-        if column not in runs.columns:
-            runs[column] = None
-    runs["note"] = runs["note"].fillna("")
-    runs["test_predictions"] = [
-        str(path.parent / value)
-        if isinstance(value, str) and not Path(value).is_absolute()
-        else value
-        for value in runs["test_predictions"]
-    ]
-    own = {"number", "note", *RUN_COLUMNS, *STOPPING, *REPLICATE, "model.method"}
-    keys = [column for column in runs.columns if column not in own]
-    return runs.astype({"number": "Int64"}), keys
-
-
-def swept_keys(study: optuna.Study) -> list[str]:
-    """The keys the sweep varies: from the stored sweep definition, else the trials' params."""
-    sweep = study.user_attrs.get("sweep") or {}
-    if sweep.get("space"):
-        return list(sweep["space"])
-    keys: dict[str, None] = {}
-    for trial in study.get_trials(deepcopy=False):
-        keys.update(dict.fromkeys(trial.params))
-    return list(keys)
-
-
-def group_keys(study: optuna.Study) -> list[str]:
-    """The keys a table row is grouped by: every swept key but the method and the seed."""
-    return [key for key in swept_keys(study) if key not in NOT_GROUPED]
-
-
-def trial_runs(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial that stands for a run, plus one per grid point with no trial.
-
-    Columns: ``number`` (None for missing), ``state`` (complete, failed, pruned, running,
-    waiting, missing), ``method``, ``seed``, ``data.subset_seed`` (None unless swept), the
-    swept keys, ``test_icc_c1``, ``test_mse``, how the run stopped (``steps``, ``best_step``,
-    ``last_step``, ``stop_reason``; None where the trial did not record them),
-    ``test_predictions`` and ``note`` (a failed trial's error).
-    """
-    keys = group_keys(study)
-    rows = []
-    for trial in live_trials(study.get_trials(deepcopy=False)):
-        attrs = trial.user_attrs
-        config = attrs.get("config") or {}
-        row: dict[str, Any] = {
-            "number": trial.number,
-            "state": STATES.get(trial.state, trial.state.name.lower()),
-            "method": trial.params.get("model.method", config.get("model.method", "hydranet")),
-            "seed": attrs.get("seed", trial.params.get("seed")),
-        }
-        for key in keys:
-            row[key] = trial.params.get(key, config.get(key))
-        if row["method"] == "baseline":
-            for key in HYDRANET_ONLY:
-                if key in keys:
-                    row[key] = None
-        row["data.subset_seed"] = trial.params.get(
-            "data.subset_seed", config.get("data.subset_seed")
-        )
-        row["test_icc_c1"] = attrs.get("test_icc_c1", math.nan)
-        row["test_mse"] = attrs.get("test_mse", math.nan)
-        for name in STOPPING:
-            row[name] = attrs.get(name, attrs.get("steps") if name == "last_step" else None)
-        row["test_predictions"] = attrs.get("test_predictions")
-        row["note"] = attrs.get("error", "")
-        rows.append(row)
-    rows += _missing_points(study, rows, keys)
-    columns = ["number", "state", "method", "seed", "data.subset_seed", *keys]
-    columns += ["test_icc_c1", "test_mse", *STOPPING, "test_predictions", "note"]
-    table = pd.DataFrame(rows, columns=columns)
-    return table.astype({"number": "Int64"})
-
-
-def _missing_points(
-    study: optuna.Study, rows: Sequence[dict[str, Any]], keys: Sequence[str]
-) -> list[dict[str, Any]]:
-    """Grid points of the stored sweep definition that no trial has started."""
-    space = (study.user_attrs.get("sweep") or {}).get("space") or {}
-    if not space or not all(isinstance(values, list) for values in space.values()):
-        return []  # not a grid: there is no list of expected points
-    seen = {_point(row, keys) for row in rows}
-    missing = []
-    for values in itertools.product(*space.values()):
-        point = dict(zip(space, values, strict=True))
-        method = point.get("model.method", "hydranet")
-        row = {"number": None, "state": "missing", "method": method, "seed": point.get("seed")}
-        row["data.subset_seed"] = point.get("data.subset_seed")
-        row.update({key: point.get(key) for key in keys})
-        if method == "baseline":
-            row.update({key: None for key in HYDRANET_ONLY if key in keys})
-        if _point(row, keys) not in seen:
-            seen.add(_point(row, keys))
-            missing.append({**row, "test_icc_c1": math.nan, "test_mse": math.nan, "note": ""})
-    return missing
-
-
-def _point(row: dict[str, Any], keys: Sequence[str]) -> tuple[Any, ...]:
-    return (row["method"], *replicate_of(row), *(_plain(row.get(key)) for key in keys))
-
-
-def _plain(value: Any) -> Any:
-    """None for NaN too, so that a point read from a DataFrame matches one from a dict."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value
+from hydralab.sweeps.trials import STEPS, TEST_PREDICTIONS
+from hydralab.training.outputs import LABEL, PREDICTION, SUBJECT
 
 
 @dataclass(frozen=True)
@@ -219,31 +74,26 @@ def _by_replicate(group: pd.DataFrame) -> dict[tuple[Any, ...], pd.Series]:
     return out
 
 
-def replicate_of(run: pd.Series | dict[str, Any]) -> tuple[Any, ...]:
-    """What makes two runs of one row different models: the seed and the subset seed."""
-    return tuple(_plain(run.get(key)) for key in REPLICATE)
-
-
 def _paired_scans(found: dict[str, pd.Series], replicate: tuple[Any, ...]) -> PairedScans | None:
     tables = {m: _predictions(run) for m, run in found.items()}
     if any(table is None for table in tables.values()):
         return None
-    merged = tables["baseline"].merge(tables["hydranet"], on="subject", suffixes=("_b", "_h"))
+    merged = tables["baseline"].merge(tables["hydranet"], on=SUBJECT, suffixes=("_b", "_h"))
     if len(merged) < 4:
         return None
-    if not np.allclose(merged["label_b"], merged["label_h"]):
-        files = [found[m]["test_predictions"] for m in METHODS]
+    if not np.allclose(merged[f"{LABEL}_b"], merged[f"{LABEL}_h"]):
+        files = [found[m][TEST_PREDICTIONS] for m in METHODS]
         raise ValueError(
             f"replicate {_replicate_text(replicate)}: the baseline and Hydranet test predictions "
             f"give different labels for the same subjects ({files[0]} vs {files[1]}); were they "
             "made from the same dataset?"
         )
-    merged = merged.sort_values("subject")
+    merged = merged.sort_values(SUBJECT)
     return PairedScans(
-        subjects=merged["subject"].astype(str).to_numpy(),
-        labels=merged["label_b"].to_numpy(float),
-        baseline=merged["prediction_b"].to_numpy(float),
-        hydranet=merged["prediction_h"].to_numpy(float),
+        subjects=merged[SUBJECT].astype(str).to_numpy(),
+        labels=merged[f"{LABEL}_b"].to_numpy(float),
+        baseline=merged[f"{PREDICTION}_b"].to_numpy(float),
+        hydranet=merged[f"{PREDICTION}_h"].to_numpy(float),
     )
 
 
@@ -284,10 +134,10 @@ def summary_table(
         chosen = {method: _select(runs, keys, point, method) for method in METHODS}
         for method, group in chosen.items():
             done = group[group["state"] == "complete"]
-            row[f"{method}_icc_mean"] = done["test_icc_c1"].mean()
-            row[f"{method}_icc_sd"] = done["test_icc_c1"].std(ddof=1)
-            row[f"{method}_mse_mean"] = done["test_mse"].mean()
-            row[f"{method}_mse_sd"] = done["test_mse"].std(ddof=1)
+            row[f"{method}_icc_mean"] = done[TEST_ICC].mean()
+            row[f"{method}_icc_sd"] = done[TEST_ICC].std(ddof=1)
+            row[f"{method}_mse_mean"] = done[TEST_MSE].mean()
+            row[f"{method}_mse_sd"] = done[TEST_MSE].std(ddof=1)
             row[f"{method}_n"] = len(done)
         both = pd.concat(chosen.values())
         row.update(_comparison([p for p in pairs if p.point == point], n_resamples, level, seed))
@@ -298,9 +148,9 @@ def summary_table(
         pooled: dict[str, Any] = {**dict.fromkeys(keys, "all"), "row": "pooled"}
         for method in METHODS:
             done = runs[(runs["method"] == method) & (runs["state"] == "complete")]
-            pooled[f"{method}_icc_mean"] = done["test_icc_c1"].mean()
+            pooled[f"{method}_icc_mean"] = done[TEST_ICC].mean()
             pooled[f"{method}_icc_sd"] = math.nan
-            pooled[f"{method}_mse_mean"] = done["test_mse"].mean()
+            pooled[f"{method}_mse_mean"] = done[TEST_MSE].mean()
             pooled[f"{method}_mse_sd"] = math.nan
             pooled[f"{method}_n"] = len(done)
         pooled.update(_comparison(pairs, n_resamples, level, seed))
@@ -315,12 +165,12 @@ def _group_points(runs: pd.DataFrame, keys: Sequence[str]) -> list[tuple[Any, ..
     points = set()
     for _, run in runs.iterrows():
         if run["method"] == "baseline" and any(
-            _plain(run[key]) is None for key in keys if key in HYDRANET_ONLY
+            plain(run[key]) is None for key in keys if key in HYDRANET_ONLY
         ):
             continue
-        points.add(tuple(_plain(run[key]) for key in keys))
+        points.add(tuple(plain(run[key]) for key in keys))
     if not points and len(runs):  # a baseline-only study
-        points = {tuple(_plain(run[key]) for key in keys) for _, run in runs.iterrows()}
+        points = {tuple(plain(run[key]) for key in keys) for _, run in runs.iterrows()}
     return sorted(points, key=lambda p: tuple((v is None, str(type(v)), v) for v in p))
 
 
@@ -329,7 +179,7 @@ def _select(
 ) -> pd.DataFrame:
     mask = runs["method"] == method
     for key, value in zip(keys, point, strict=True):
-        column = runs[key].map(_plain)
+        column = runs[key].map(plain)
         if value is None:
             mask &= column.isna()
         elif method == "baseline" and key in HYDRANET_ONLY:
@@ -416,8 +266,8 @@ def _sets(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
 
 def _convergence(done: pd.DataFrame) -> dict[str, Any]:
     """How many completed runs stopped on the plateau, and their step range."""
-    reasons = done["stop_reason"].fillna("") if "stop_reason" in done else pd.Series("", done.index)
-    steps = pd.to_numeric(done.get("steps", pd.Series(dtype=float)), errors="coerce")
+    reasons = done[STOP_REASON].fillna("") if STOP_REASON in done else pd.Series("", done.index)
+    steps = pd.to_numeric(done.get(STEPS, pd.Series(dtype=float)), errors="coerce")
     known = reasons[reasons != ""]
     return {
         "converged": int((known == "plateau").sum()),
@@ -451,14 +301,14 @@ def pair_table(
 
 
 def _stop_text(run: pd.Series) -> str:
-    reason = run.get("stop_reason")
-    steps = run.get("steps")
+    reason = run.get(STOP_REASON)
+    steps = run.get(STEPS)
     if not isinstance(reason, str) or not reason:
-        return "–" if _plain(steps) is None else f"{int(steps)} steps (no stopping rule recorded)"
-    best = run.get("best_step")
-    best_text = "" if _plain(best) is None else f", best {int(best)}"
-    last = run.get("last_step", steps)
-    last_text = "" if _plain(last) is None else f" at {int(last)}"
+        return "–" if plain(steps) is None else f"{int(steps)} steps (no stopping rule recorded)"
+    best = run.get(BEST_STEP)
+    best_text = "" if plain(best) is None else f", best {int(best)}"
+    last = run.get(LAST_STEP, steps)
+    last_text = "" if plain(last) is None else f" at {int(last)}"
     return f"{reason}{last_text}{best_text}"
 
 
@@ -466,39 +316,11 @@ def _predictions(run: pd.Series | pd.DataFrame) -> pd.DataFrame | None:
     """A run's test predictions, or None when the file is gone (the status then says so)."""
     if isinstance(run, pd.DataFrame):  # two completed trials for one seed: take the first
         run = run.iloc[0]
-    path = run["test_predictions"]
+    path = run[TEST_PREDICTIONS]
     if not isinstance(path, str) or not Path(path).is_file():
         return None
     table = pd.read_csv(path)
-    expected = {"subject", "label", "prediction"}
-    if not expected <= set(table.columns):
+    expected = [SUBJECT, LABEL, PREDICTION]
+    if not set(expected) <= set(table.columns):
         raise ValueError(f"{path}: expected columns {sorted(expected)}, got {list(table.columns)}")
-    return table[["subject", "label", "prediction"]].astype({"label": float})
-
-
-def missing_predictions(runs: pd.DataFrame) -> list[str]:
-    """Completed trials whose test predictions file is not readable, said per trial."""
-    lines = []
-    for _, run in runs[runs["state"] == "complete"].iterrows():
-        path = run["test_predictions"]
-        if not isinstance(path, str) or not Path(path).is_file():
-            lines.append(f"trial {run['number']}: test predictions not found ({path})")
-    return lines
-
-
-def state_counts(runs: pd.DataFrame) -> dict[str, int]:
-    """How many runs are in each state, for the report's status line."""
-    return {str(k): int(v) for k, v in runs["state"].value_counts().sort_index().items()}
-
-
-__all__ = [
-    "collect_pairs",
-    "group_keys",
-    "load_study",
-    "missing_predictions",
-    "pair_table",
-    "runs_from_csv",
-    "state_counts",
-    "summary_table",
-    "trial_runs",
-]
+    return table[expected].astype({LABEL: float})

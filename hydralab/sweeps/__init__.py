@@ -5,9 +5,12 @@
 finished are never run again. The pieces, in the order a trial meets them:
 
 - :mod:`~hydralab.sweeps.spec`: the sweep file (base config, space, sampler, objective, pruning,
-  heartbeat) and the per-trial rules (baseline k=1/p=0, batch size a multiple of k);
-- :mod:`~hydralab.sweeps.study`: storage, study creation and resume, workers, heartbeat retries,
-  progress lines;
+  heartbeat) and the per-trial rules (baseline k=1/p=0, batch size a multiple of k), checked by
+  the pydantic schema in :mod:`~hydralab.sweeps.schema` (errors worded by
+  :mod:`~hydralab.sweeps.validation`);
+- :mod:`~hydralab.sweeps.study`: study creation (a grid's points queued once) and resume,
+  workers, progress lines; :mod:`~hydralab.sweeps.storage` the storage URLs and heartbeat
+  checks, :mod:`~hydralab.sweeps.trials` the trials' attributes, counts, retries and surplus;
 - :mod:`~hydralab.sweeps.objective`: one trial as one ``hydralab fit`` in its own folder with its
   own W&B run, its outputs stored as the trial's user attributes.
 

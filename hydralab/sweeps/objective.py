@@ -28,21 +28,33 @@ A failure is re-raised so Optuna marks the trial FAIL; the worker catches it and
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 
 from hydralab.sweeps.spec import SweepSpec
-from hydralab.sweeps.trials import INTERRUPTED, attr_name
-from hydralab.training.callbacks import TEST_PREDICTIONS
-from hydralab.training.runner import HydraCLI, run_cli
+from hydralab.sweeps.trials import (
+    BEST_CHECKPOINT,
+    CONFIG,
+    ERROR,
+    INTERRUPTED,
+    OUTPUT_DIR,
+    RUN_DIR,
+    SEED,
+    SKIPPED,
+    STEPS,
+    STOPPING_ATTRS,
+    TEST_PREDICTIONS,
+    attr_name,
+    best_attr,
+)
+from hydralab.training.outputs import TEST_PREDICTIONS as PREDICTIONS_CSV
+from hydralab.training.runner import ConfigRejected, HydraCLI, run_cli
 from hydralab.training.stopping import PlateauStopping, trainer_stop_reason
 
 
@@ -88,19 +100,19 @@ class SweepObjective:
         reason = self.skip(trial) if self.skip else None
         if reason:
             # Pruned, not failed: nothing went wrong. The counts leave skipped trials out.
-            trial.set_user_attr("skipped", reason)
+            trial.set_user_attr(SKIPPED, reason)
             raise optuna.TrialPruned(f"skipped: {reason}")
         params = self.spec.sample(lambda dim: dim.suggest(trial))
         # A trial retried after its worker died inherits the original's user attributes: the
         # retry then reuses the original's seed and trains the same run again.
         seed = params.get("seed", self.spec.overrides.get("seed"))
         if seed is None:
-            seed = trial.user_attrs.get("seed", trial.number)
+            seed = trial.user_attrs.get(SEED, trial.number)
         overrides = self.spec.trial_overrides(params, seed)
         out = trial_dir(self.sweep_dir, trial.number)
-        trial.set_user_attr("seed", seed)
-        trial.set_user_attr("config", overrides)
-        trial.set_user_attr("output_dir", str(out))
+        trial.set_user_attr(SEED, seed)
+        trial.set_user_attr(CONFIG, overrides)
+        trial.set_user_attr(OUTPUT_DIR, str(out))
         try:
             cli = self._run(trial, cli_args(self.spec, overrides, self.sweep_dir, trial.number))
             return self._record(trial, cli)
@@ -109,10 +121,10 @@ class SweepObjective:
         except KeyboardInterrupt:
             # Ctrl-C (RunInterrupted from the runner): Optuna fails the trial and stops the
             # worker; the sweep must stop too, not record a failure and go on to the next.
-            trial.set_user_attr("error", f"{INTERRUPTED} (Ctrl-C or SIGTERM)")
+            trial.set_user_attr(ERROR, f"{INTERRUPTED} (Ctrl-C or SIGTERM)")
             raise
         except Exception as error:
-            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+            trial.set_user_attr(ERROR, f"{type(error).__name__}: {error}")
             raise
 
     def _run(self, trial: optuna.Trial, args: list[str]) -> HydraCLI:
@@ -121,40 +133,37 @@ class SweepObjective:
             from optuna_integration import PyTorchLightningPruningCallback
 
             callbacks.append(PyTorchLightningPruningCallback(trial, monitor=self.spec.metric))
-        with _stderr_tail() as tail:
-            try:
-                return run_cli(args, callbacks=callbacks)
-            except SystemExit as exit_:
-                # The Lightning CLI exits on a config it rejects; a sweep must not.
-                message = _last_error_line(tail.text) or f"exit code {exit_.code}"
-                raise ValueError(
-                    f"the Lightning CLI rejected the trial's config: {message}"
-                ) from None
+        try:
+            return run_cli(args, callbacks=callbacks, exit_on_error=False)
+        except ConfigRejected as rejected:  # the CLI's one-line error, not its exit
+            raise ConfigRejected(
+                f"the Lightning CLI rejected the trial's config: {rejected}"
+            ) from None
 
     def _record(self, trial: optuna.Trial, cli: HydraCLI) -> float:
         """Store the run's outputs on the trial and return the best validation metric."""
         assert cli.run_dir is not None
-        trial.set_user_attr("run_dir", str(cli.run_dir))
+        trial.set_user_attr(RUN_DIR, str(cli.run_dir))
         # optimiser steps taken: below trainer.max_steps when max_time or early stopping ended it
-        trial.set_user_attr("steps", int(cli.trainer.global_step))
+        trial.set_user_attr(STEPS, int(cli.trainer.global_step))
         for name, value in stopping_attrs(cli).items():
             trial.set_user_attr(name, value)
         checkpoint = cli.trainer.checkpoint_callback
         score = None if checkpoint is None else checkpoint.best_model_score
         value = math.nan if score is None else float(score)
         if checkpoint is not None and checkpoint.best_model_path:
-            trial.set_user_attr("best_checkpoint", checkpoint.best_model_path)
+            trial.set_user_attr(BEST_CHECKPOINT, checkpoint.best_model_path)
         for name, metric in cli.test_metrics.items():
             trial.set_user_attr(attr_name(name), float(metric))
-        predictions = cli.run_dir / TEST_PREDICTIONS
+        predictions = cli.run_dir / PREDICTIONS_CSV
         if predictions.is_file():
-            trial.set_user_attr("test_predictions", str(predictions))
+            trial.set_user_attr(TEST_PREDICTIONS, str(predictions))
         if not math.isfinite(value):
             raise ValueError(
                 f"no finite {self.spec.metric} was logged (got {value}); does validation run "
                 "within trainer.max_steps (trainer.check_val_every_n_epoch)?"
             )
-        trial.set_user_attr(f"best_{attr_name(self.spec.metric)}", value)
+        trial.set_user_attr(best_attr(self.spec.metric), value)
         return value
 
 
@@ -168,45 +177,10 @@ def stopping_attrs(cli: HydraCLI) -> dict[str, Any]:
     trainer = cli.trainer
     rule = next((c for c in trainer.callbacks if isinstance(c, PlateauStopping)), None)
     if rule is not None and rule.stop_reason is not None:
-        return {
-            "best_step": rule.best_step,
-            "last_step": rule.last_step,
-            "stop_reason": rule.stop_reason,
-        }
+        values = (rule.best_step, rule.last_step, rule.stop_reason)
+        return dict(zip(STOPPING_ATTRS, values, strict=True))
     checkpoint = trainer.checkpoint_callback
     found = re.search(r"step=(\d+)", Path(checkpoint.best_model_path).name) if checkpoint else None
-    return {
-        "best_step": int(found.group(1)) if found else None,
-        "last_step": int(trainer.global_step),
-        "stop_reason": trainer_stop_reason(trainer),
-    }
-
-
-class _StderrTail:
-    """Stands in for stderr: writes through, and keeps the last few KiB to report an exit."""
-
-    keep = 8192
-
-    def __init__(self, real: Any) -> None:
-        self.real = real
-        self.text = ""
-
-    def write(self, text: str) -> int:
-        self.text = (self.text + text)[-self.keep :]
-        return self.real.write(text)
-
-    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, flush...
-        return getattr(self.real, name)
-
-
-@contextlib.contextmanager
-def _stderr_tail() -> Iterator[_StderrTail]:
-    """Copy what is written to stderr (still shown) so an exit's message can be reported."""
-    tail = _StderrTail(sys.stderr)
-    with contextlib.redirect_stderr(tail):  # type: ignore[type-var]
-        yield tail
-
-
-def _last_error_line(text: str) -> str | None:
-    lines = [line for line in text.splitlines() if line.startswith("error:")]
-    return lines[-1].removeprefix("error:").strip() if lines else None
+    best_step = int(found.group(1)) if found else None
+    values = (best_step, int(trainer.global_step), trainer_stop_reason(trainer))
+    return dict(zip(STOPPING_ATTRS, values, strict=True))

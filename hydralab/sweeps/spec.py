@@ -45,48 +45,20 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from hydralab.data.sets import SetSpec
+from hydralab.sweeps.schema import Choices, Range, SweepFile
+from hydralab.sweeps.validation import SweepSpecError, read_yaml, validate
+
+__all__ = ["Dimension", "SweepSpec", "SweepSpecError", "load_spec", "parse_spec"]
 
 Scalar = str | int | float | bool | None
-SAMPLERS = ("grid", "tpe")
-SECTIONS = ("model", "data", "trainer", "checkpoint", "tracking", "seed_everything")
-"""Top-level keys of the Lightning CLI a sweep may set (plus ``seed``)."""
-
-OWNED_KEYS = {
-    "tracking.root": "each trial's folder is under the sweep's folder",
-    "tracking.name": "each trial is named after its number",
-    "tracking.group": "the W&B group is the study name",
-    "tracking.tags": "use the sweep file's `tags` (the study and trial are added)",
-    "checkpoint.monitor": "the checkpoint follows objective.metric",
-    "checkpoint.mode": "the checkpoint follows objective.direction",
-    "seed_everything": "use `seed`, which sets seed_everything and data.seed together",
-    "data.seed": (
-        "use `seed`, which sets seed_everything and data.seed together (data.subset_seed and "
-        "data.split_seed choose the training scans and the split)"
-    ),
-    "data.method": "set model.method; the CLI links it into the data module",
-    "data.k": "set model.k; the CLI links it into the data module",
-    "data.p": "set model.p; the CLI links it into the data module",
-}
-"""Keys a sweep sets itself, with the reason a sweep file may not."""
-
-DATA_SEEDS = ("data.subset_seed", "data.split_seed")
-"""Seeds of the data (which training scans, which test scans), independent of ``seed``."""
-
 SWEEP_DEFAULTS: dict[str, Any] = {"trainer.enable_progress_bar": False}
 """Overrides every trial gets unless the sweep file says otherwise (a sweep's log is its own)."""
-
-MINIMIZED = ("mse", "mae", "loss")
-MAXIMIZED = ("icc", "pearson")
-
-
-class SweepSpecError(ValueError):
-    """A sweep file that cannot run; the message names the file and the key."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +72,13 @@ class Dimension:
     log: bool = False
     step: float | None = None
     integer: bool = False
+
+    @classmethod
+    def of(cls, key: str, dim: Choices | Range) -> Dimension:
+        """The checked form of a sweep file's entry (:mod:`.schema`)."""
+        if isinstance(dim, Choices):
+            return cls(key, choices=tuple(dim.choices))
+        return cls(key, low=dim.low, high=dim.high, log=dim.log, step=dim.step, integer=dim.integer)
 
     def suggest(self, trial: Any) -> Any:
         """Ask an Optuna trial for this key's value."""
@@ -170,9 +149,8 @@ class SweepSpec:
         """
         params: dict[str, Any] = {}
         for key in sorted(self.space, key=lambda key: key != "model.method"):
-            if key in ("model.k", "model.p") and self.method_of(params) == "baseline":
-                continue
-            params[key] = value_of(self.space[key])
+            if key not in SetSpec.fixed_for(self.method_of(params)):
+                params[key] = value_of(self.space[key])
         return params
 
     def trial_overrides(self, params: Mapping[str, Any], seed: int) -> dict[str, Any]:
@@ -184,8 +162,7 @@ class SweepSpec:
         values: dict[str, Any] = {**SWEEP_DEFAULTS, **self.overrides, **params}
         values.pop("seed", None)
         values["seed_everything"] = values["data.seed"] = seed
-        if self.method_of(params) == "baseline":
-            values["model.k"], values["model.p"] = 1, 0.0
+        values.update(SetSpec.fixed_for(self.method_of(params)))  # the baseline's k=1, p=0
         k = values.get("model.k")
         if isinstance(k, int) and isinstance(values.get("data.batch_size"), int):
             values["data.batch_size"] = k * math.ceil(values["data.batch_size"] / k)
@@ -248,289 +225,47 @@ class SweepSpec:
 
 
 # ------------------------------------------------------------------------------------------------
-# Loading and validation
+# Loading
 
 
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a sweep file.
 
     Raises:
-        SweepSpecError: the file is missing or not YAML, or a key is unknown, missing or has a
-            value of the wrong kind; the message names the file and the key.
+        SweepSpecError: the file is missing or not YAML (or has a tag that would build a
+            Python object), or a key is unknown, missing or has a value of the wrong kind; the
+            message names the file and the key.
     """
     path = Path(path)
     if not path.is_file():
         raise SweepSpecError(f"sweep file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise SweepSpecError(f"{path}: not valid YAML: {error}") from error
-    return parse_spec(raw, path)
-
-
-TOP_KEYS = (
-    "base_config",
-    "study",
-    "overrides",
-    "space",
-    "sampler",
-    "n_trials",
-    "objective",
-    "pruning",
-    "heartbeat",
-    "tags",
-)
+    return parse_spec(read_yaml(path), path)
 
 
 def parse_spec(raw: Any, path: Path) -> SweepSpec:
-    """Validate the parsed YAML of a sweep file (see :func:`load_spec`)."""
-    check = _Checker(path)
-    if not isinstance(raw, dict):
-        check.fail("", f"expected a mapping with keys {', '.join(TOP_KEYS)}")
-    check.known("", raw, TOP_KEYS)
-    base = check.required(raw, "base_config", str)
-    base_config = (path.parent / base).resolve()
-    if not base_config.is_file():
-        check.fail("base_config", f"{base_config} does not exist")
-    study = check.required(raw, "study", str)
-    if not study or "/" in study or study.startswith("."):
-        check.fail("study", f"{study!r} must be a plain name (it names the output folder)")
-
-    overrides = check.mapping(raw, "overrides")
-    for key in overrides:
-        if key == "seed":
-            if not _is_int(overrides[key]):
-                check.fail("overrides.seed", f"must be an integer, got {overrides[key]!r}")
-            continue
-        check.config_key(f"overrides.{key}", key)
-        if key in DATA_SEEDS and not (_is_int(overrides[key]) and overrides[key] >= 0):
-            check.fail(f"overrides.{key}", f"must be an integer >= 0, got {overrides[key]!r}")
-    space = {
-        key: _dimension(check, key, value) for key, value in check.mapping(raw, "space").items()
-    }
-    if not space:
-        check.fail("space", "is empty: name at least one key to vary")
-    for key in set(space) & set(overrides):
-        check.fail(f"space.{key}", "is also fixed in overrides; keep it in one of the two")
-
-    sampler, sampler_seed = _sampler(check, raw.get("sampler", "grid"))
-    n_trials = raw.get("n_trials")
-    if n_trials is not None and (not _is_int(n_trials) or n_trials < 1):
-        check.fail("n_trials", f"must be a positive integer, got {n_trials!r}")
-    if sampler == "tpe" and n_trials is None:
-        check.fail("n_trials", "is required with sampler tpe (a grid runs each point once)")
-    if sampler == "grid":
-        for key, dim in space.items():
-            if dim.choices is None and not dim.integer:
-                check.fail(f"space.{key}", "a grid needs a list of values or an int range")
-
-    metric, direction = _objective(check, check.mapping(raw, "objective"))
-    pruning = check.mapping(raw, "pruning")
-    check.known("pruning", pruning, ("enabled", "n_startup_trials", "n_warmup_steps"))
-    heartbeat = check.mapping(raw, "heartbeat")
-    check.known("heartbeat", heartbeat, ("interval", "grace_period", "max_retry"))
-    tags = raw.get("tags", [])
-    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
-        check.fail("tags", f"must be a list of strings, got {tags!r}")
-
-    spec = SweepSpec(
+    """Validate the parsed YAML of a sweep file (see :func:`load_spec` and :mod:`.schema`)."""
+    file = validate(SweepFile, raw, path)
+    return SweepSpec(
         path=path,
-        base_config=base_config,
-        study=study,
-        space=space,
-        overrides=dict(overrides),
-        sampler=sampler,
-        sampler_seed=sampler_seed,
-        n_trials=n_trials,
-        metric=metric,
-        direction=direction,
-        pruning=check.typed(pruning, "pruning.enabled", "enabled", bool, False),
-        pruning_startup_trials=check.count("pruning", pruning, "n_startup_trials", 5, minimum=0),
-        pruning_warmup_steps=check.count("pruning", pruning, "n_warmup_steps", 0, minimum=0),
-        heartbeat_interval=check.count("heartbeat", heartbeat, "interval", 60, minimum=1),
-        grace_period=check.count("heartbeat", heartbeat, "grace_period", None, minimum=1),
-        max_retry=check.count("heartbeat", heartbeat, "max_retry", 3, minimum=0),
-        tags=tuple(tags),
-        base_method=_base_value(base_config, "model", "method"),
+        base_config=file.base_path(path),
+        study=file.study,
+        space={key: Dimension.of(key, dim) for key, dim in file.space.items()},
+        overrides=dict(file.overrides),
+        sampler=file.sampler.name,
+        sampler_seed=file.sampler.seed,
+        n_trials=file.n_trials,
+        metric=file.objective.metric,
+        direction=file.objective.direction or "maximize",
+        pruning=file.pruning.enabled,
+        pruning_startup_trials=file.pruning.n_startup_trials,
+        pruning_warmup_steps=file.pruning.n_warmup_steps,
+        heartbeat_interval=file.heartbeat.interval,
+        grace_period=file.heartbeat.grace_period,
+        max_retry=file.heartbeat.max_retry,
+        tags=tuple(file.tags),
+        base_method=file.base_method,
         raw=raw,
     )
-    _check_sets(check, spec)
-    return spec
-
-
-def _check_sets(check: _Checker, spec: SweepSpec) -> None:
-    """A sampled k needs a batch size to round; a fixed baseline cannot sample k or p."""
-    swept = set(spec.space)
-    if "model.k" in swept and not ({"data.batch_size"} & (swept | set(spec.overrides))):
-        check.fail(
-            "space.model.k",
-            "set data.batch_size in overrides too (each trial rounds it up to a multiple of k)",
-        )
-    if "model.method" not in swept and spec.method_of({}) == "baseline":
-        for key in ("model.k", "model.p"):
-            if key in swept:
-                check.fail(f"space.{key}", "the baseline trains with k=1, p=0; sweep model.method")
-    method = spec.space.get("model.method")
-    if method is not None and (
-        method.choices is None or not set(method.choices) <= {"baseline", "hydranet"}
-    ):
-        check.fail("space.model.method", "choices must be among baseline, hydranet")
-
-
-def _dimension(check: _Checker, key: str, value: Any) -> Dimension:
-    where = f"space.{key}"
-    if key != "seed":
-        check.config_key(where, key)
-    if isinstance(value, list):
-        value = {"choices": value}
-    if not isinstance(value, dict):
-        check.fail(where, f"expected a list of values or {{low, high}}, got {value!r}")
-    if "choices" in value:
-        check.known(where, value, ("choices",))
-        choices = value["choices"]
-        if not isinstance(choices, list) or not choices:
-            check.fail(f"{where}.choices", "must be a non-empty list")
-        for choice in choices:
-            if choice is not None and not isinstance(choice, str | int | float | bool):
-                check.fail(f"{where}.choices", f"{choice!r} is not a number, string or bool")
-        if len(set(map(repr, choices))) != len(choices):
-            check.fail(f"{where}.choices", f"has repeated values: {choices}")
-        if key == "seed" and not all(_is_int(c) for c in choices):
-            check.fail(f"{where}.choices", "seeds must be integers")
-        if key in DATA_SEEDS and not all(_is_int(c) and c >= 0 for c in choices):
-            check.fail(f"{where}.choices", "seeds must be integers >= 0")
-        return Dimension(key, choices=tuple(choices))
-    check.known(where, value, ("low", "high", "log", "step", "type"))
-    low, high, step = (_number(value.get(name)) for name in ("low", "high", "step"))
-    for name, bound in (("low", low), ("high", high)):
-        if isinstance(bound, bool) or not isinstance(bound, int | float):
-            check.fail(f"{where}.{name}", f"must be a number, got {value.get(name)!r}")
-    kind = value.get("type", "int" if _is_int(low) and _is_int(high) else "float")
-    if kind not in ("int", "float"):
-        check.fail(f"{where}.type", f"must be int or float, got {kind!r}")
-    log = value.get("log", False)
-    if not isinstance(log, bool):
-        check.fail(f"{where}.log", f"must be true or false, got {log!r}")
-    if not low < high:
-        check.fail(where, f"low ({low}) must be below high ({high})")
-    if log and low <= 0:
-        check.fail(f"{where}.low", f"a log range needs low > 0, got {low}")
-    if step is not None and (isinstance(step, bool) or not isinstance(step, int | float)):
-        check.fail(f"{where}.step", f"must be a number, got {step!r}")
-    if step is not None and (step <= 0 or log):
-        check.fail(f"{where}.step", "must be positive, and cannot go with log: true")
-    if kind == "int" and not (_is_int(low) and _is_int(high) and (step is None or _is_int(step))):
-        check.fail(where, "an int range needs integer low, high and step")
-    if key in ("seed", *DATA_SEEDS) and kind != "int":
-        check.fail(where, "seeds must be integers")
-    if key in DATA_SEEDS and low < 0:
-        check.fail(f"{where}.low", f"seeds must be integers >= 0, got {low}")
-    return Dimension(key, low=low, high=high, log=log, step=step, integer=kind == "int")
-
-
-def _sampler(check: _Checker, value: Any) -> tuple[Literal["grid", "tpe"], int | None]:
-    if isinstance(value, str):
-        value = {"name": value}
-    if not isinstance(value, dict):
-        check.fail("sampler", f"expected grid, tpe or {{name: tpe, seed: 0}}, got {value!r}")
-    check.known("sampler", value, ("name", "seed"))
-    name = value.get("name")
-    if name not in SAMPLERS:
-        check.fail("sampler.name", f"must be one of {', '.join(SAMPLERS)}, got {name!r}")
-    seed = value.get("seed")
-    if seed is not None and not _is_int(seed):
-        check.fail("sampler.seed", f"must be an integer, got {seed!r}")
-    return name, seed
-
-
-def _objective(check: _Checker, objective: dict[str, Any]) -> tuple[str, Any]:
-    check.known("objective", objective, ("metric", "direction"))
-    metric = objective.get("metric", "val/icc_c1")
-    if not isinstance(metric, str) or not metric.startswith("val/"):
-        check.fail(
-            "objective.metric",
-            f"must be a validation metric such as val/icc_c1 or val/mse, got {metric!r} "
-            "(the test split stays untouched by the search)",
-        )
-    direction = objective.get("direction")
-    if direction is None:
-        name = metric.removeprefix("val/")
-        if name.startswith(MAXIMIZED):
-            direction = "maximize"
-        elif name.startswith(MINIMIZED):
-            direction = "minimize"
-        else:
-            check.fail("objective.direction", f"cannot tell for {metric}: maximize or minimize")
-    if direction not in ("maximize", "minimize"):
-        check.fail("objective.direction", f"must be maximize or minimize, got {direction!r}")
-    return metric, direction
-
-
-class _Checker:
-    """Raises :class:`SweepSpecError` naming the file and the offending key."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def fail(self, key: str, message: str) -> Any:
-        where = f"{self.path}: {key}: " if key else f"{self.path}: "
-        raise SweepSpecError(where + message)
-
-    def known(self, where: str, mapping: Mapping[str, Any], allowed: Iterable[str]) -> None:
-        allowed = tuple(allowed)
-        for key in mapping:
-            if key not in allowed:
-                name = f"{where}.{key}" if where else str(key)
-                self.fail(name, f"unknown key; expected one of {', '.join(allowed)}")
-
-    def required(self, raw: Mapping[str, Any], key: str, kind: type) -> Any:
-        if key not in raw:
-            self.fail(key, "is required")
-        if not isinstance(raw[key], kind):
-            self.fail(key, f"must be a {kind.__name__}, got {raw[key]!r}")
-        return raw[key]
-
-    def mapping(self, raw: Mapping[str, Any], key: str) -> dict[str, Any]:
-        value = raw.get(key) or {}
-        if not isinstance(value, dict):
-            self.fail(key, f"must be a mapping, got {value!r}")
-        return value
-
-    def typed(self, raw: Mapping[str, Any], where: str, key: str, kind: type, default: Any) -> Any:
-        value = raw.get(key, default)
-        if not isinstance(value, kind):
-            self.fail(where, f"must be a {kind.__name__}, got {value!r}")
-        return value
-
-    def count(
-        self, section: str, raw: Mapping[str, Any], key: str, default: Any, minimum: int
-    ) -> Any:
-        value = raw.get(key)
-        if value is None:
-            return default
-        if not _is_int(value) or value < minimum:
-            self.fail(f"{section}.{key}", f"must be an integer >= {minimum}, got {value!r}")
-        return value
-
-    def config_key(self, where: str, key: Any) -> None:
-        if not isinstance(key, str) or key.split(".", 1)[0] not in SECTIONS:
-            self.fail(where, f"not a config key; keys start with one of {', '.join(SECTIONS)}")
-        if key in OWNED_KEYS:
-            self.fail(where, f"is set by the sweep: {OWNED_KEYS[key]}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value: Any) -> Any:
-    """YAML 1.1 reads ``1e-4`` (no dot) as text; take it as the number the user meant."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
 
 
 def _plain(value: Any) -> Any:
@@ -540,17 +275,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
     return value
-
-
-def _base_value(config: Path, section: str, key: str) -> Any:
-    """A value written inline in the base config (e.g. ``model.method``), or ``None``.
-
-    Only the file itself is read: a value coming from a nested config file or a default stays
-    ``None``, and the trial then keeps whatever the Lightning CLI resolves.
-    """
-    try:
-        raw = yaml.safe_load(config.read_text())
-    except yaml.YAMLError as error:
-        raise SweepSpecError(f"{config}: not valid YAML: {error}") from error
-    block = raw.get(section) if isinstance(raw, dict) else None
-    return block.get(key) if isinstance(block, dict) else None

@@ -4,9 +4,11 @@ Storage URLs live in :mod:`.storage`, trial bookkeeping (attributes, counts, ret
 :mod:`.trials`. With a database storage, a worker waits for RUNNING trials before it exits, so
 that one killed mid-trial (its heartbeat stale) is picked up again by a live worker.
 
-A study is complete when its finished trials (COMPLETE, PRUNED, or FAIL and not retried) reach
-the target: every distinct grid point, or ``n_trials``. Running the same command again resumes
-a study and starts nothing once it is complete.
+A grid study queues each of its distinct points once (Optuna's ``enqueue_trial``) and workers
+take them from the queue; a sampler's study (TPE) draws a fresh trial each time. A study is
+complete when its finished trials (COMPLETE, PRUNED, or FAIL and not retried) reach the target:
+every distinct grid point, or ``n_trials``. Running the same command again resumes a study and
+starts nothing once it is complete.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.samplers import BaseSampler, TPESampler
+from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
@@ -36,56 +38,16 @@ from hydralab.sweeps.storage import (
     retry_races,
 )
 from hydralab.sweeps.trials import (
+    ERROR,
     GRID,
     SKIPPED,
     SWEEP,
     Counts,
     count_trials,
+    queued_point,
     requeue_interrupted,
-    trial_slot,
+    surplus_reason,
 )
-
-GRID_POINT = "hydralab:grid_point"
-"""System attribute: the index of the grid point a trial runs."""
-
-
-class GridPointSampler(BaseSampler):
-    """Grid search in which each point runs exactly once, whatever the number of workers.
-
-    Trial slot i (see :func:`trial_slot`) runs ``points[i]``; a retry of a killed trial runs
-    its point again, and the objective skips fresh trials past the last point. Optuna's
-    GridSampler maps trial numbers to points instead: retries use up numbers, and when
-    workers race for the last points it hands out points already running (its documentation
-    warns of such duplicates). The points are given in full, so a grid of method x k holds
-    one baseline point, not one per k (see :meth:`SweepSpec.grid`).
-    """
-
-    def __init__(self, points: Sequence[Mapping[str, Any]]) -> None:
-        self.points = [dict(point) for point in points]
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict:
-        return {}
-
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict) -> dict:
-        return {}
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if GRID_POINT not in trial.system_attrs:
-            slot = trial_slot(study.get_trials(deepcopy=False), trial)
-            # Samplers keep their state in system attributes (Optuna's GridSampler does too).
-            study._storage.set_trial_system_attr(trial._trial_id, GRID_POINT, slot)
-
-    def sample_independent(
-        self,
-        study: optuna.Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: optuna.distributions.BaseDistribution,
-    ) -> Any:
-        slot = trial.system_attrs.get(GRID_POINT)
-        if slot is None or not 0 <= slot < len(self.points):
-            raise RuntimeError(f"trial {trial.number} is past the grid's last point")
-        return self.points[slot][param_name]
 
 
 def grid_order(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -98,11 +60,35 @@ def grid_order(spec: SweepSpec) -> list[dict[str, Any]]:
     return points
 
 
+def queued_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The parameters a grid study queues: its first ``target`` points, each as a trial samples
+    it (a baseline point without ``model.k`` and ``model.p``)."""
+    points = grid_order(spec)[: spec.target_trials()]
+    return [spec.sample(lambda dim, point=point: point[dim.key]) for point in points]
+
+
+def queue_grid(spec: SweepSpec, study: optuna.Study) -> int:
+    """Queue each grid point no trial holds yet; return how many were queued.
+
+    Done on every open, so a study whose creator stopped half-way gets its full queue. Two
+    processes queueing at once can both queue a point (``skip_if_exists`` reads, then
+    writes); the later trial is skipped when it starts (:func:`~.trials.surplus_reason`).
+    """
+    held = [queued_point(trial) or trial.params for trial in study.get_trials(deepcopy=False)]
+    added = 0
+    for params in queued_points(spec):
+        if params not in held:
+            study.enqueue_trial(params, skip_if_exists=True)
+            added += 1
+    return added
+
+
 def make_sampler(spec: SweepSpec, worker_index: int = 0) -> BaseSampler:
-    """The sweep's sampler; every worker of a grid builds the same one."""
-    if spec.sampler == "grid":
-        return GridPointSampler(grid_order(spec))
+    """The sweep's sampler. A grid's trials take their values from the queue, so its sampler
+    draws nothing."""
     seed = None if spec.sampler_seed is None else spec.sampler_seed + worker_index
+    if spec.sampler == "grid":
+        return RandomSampler(seed=seed)
     return TPESampler(seed=seed)
 
 
@@ -144,24 +130,13 @@ def open_study(spec: SweepSpec, storage: BaseStorage, worker_index: int = 0) -> 
             f"{', '.join(changed)} differ from {spec.path}); rerun it unchanged, or start "
             "another with --study NAME"
         )
+    if spec.sampler == "grid":
+        queue_grid(spec, study)
     return study
 
 
 # ------------------------------------------------------------------------------------------------
 # Progress
-
-
-def surplus_reason(spec: SweepSpec, study: optuna.Study, trial: optuna.Trial) -> str | None:
-    """Why this just-started trial must not run, or None when it should.
-
-    Workers count what is left, then start a trial, so two of them can start one for the last
-    slot. The trial whose slot is past the target is the surplus one.
-    """
-    trials = study.get_trials(deepcopy=False)
-    slot = trial_slot(trials, next(t for t in trials if t.number == trial.number))
-    if slot >= spec.target_trials():
-        return f"the study already has its {spec.target_trials()} trials"
-    return None
 
 
 class ProgressLine:
@@ -175,7 +150,7 @@ class ProgressLine:
         if trial.state == TrialState.COMPLETE:
             outcome = f"{self.spec.metric}={trial.value:.4g}"
         elif trial.state == TrialState.FAIL:
-            outcome = trial.user_attrs.get("error", "failed")
+            outcome = trial.user_attrs.get(ERROR, "failed")
         elif SKIPPED in trial.user_attrs:
             outcome = f"skipped, {trial.user_attrs[SKIPPED]}"
         else:
@@ -219,7 +194,7 @@ def run_worker(
             optuna.storages.fail_stale_trials(study)
             fail_trials_without_heartbeat(study, storage)
         counts = count_trials(study, spec.target_trials())
-        if counts.left == 0 and counts.waiting == 0:
+        if counts.left == 0:  # a queued trial past the target (a smaller n_trials) stays queued
             if not (heartbeat and counts.running):
                 return counts
             time.sleep(min(spec.heartbeat_interval, 10))
@@ -248,9 +223,14 @@ def _make_objective(
     _quiet_logs()
     if n_workers > 1:  # local workers share the CPU cores instead of each taking them all
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
-    return SweepObjective(
-        spec, sweep_dir, skip=lambda trial: surplus_reason(spec, trial.study, trial)
-    )
+    points = queued_points(spec) if spec.sampler == "grid" else None
+
+    def skip(trial: optuna.Trial) -> str | None:
+        trials = trial.study.get_trials(deepcopy=False)
+        frozen = next(t for t in trials if t.number == trial.number)
+        return surplus_reason(trials, frozen, spec.target_trials(), points)
+
+    return SweepObjective(spec, sweep_dir, skip=skip)
 
 
 def _quiet_logs() -> None:

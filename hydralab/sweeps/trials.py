@@ -8,8 +8,9 @@ no longer counts (:func:`live_trials`), its retry does.
 
 from __future__ import annotations
 
+import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,12 +40,18 @@ TEST_PREDICTIONS = "test_predictions"
 ERROR = "error"
 """Why a failed trial failed."""
 SKIPPED = "skipped"
-"""Set on a trial that did not run because another trial holds its point."""
+"""Set on a trial that did not run: another trial holds its point, or it was started past the
+study's target (see :func:`surplus_reason`)."""
 STOPPING_ATTRS = ("best_step", "last_step", "stop_reason")
 """Where and why a finished trial's training ended; ``plateau`` is the only ``stop_reason`` of a
 run that converged."""
 INTERRUPTED = "interrupted"
 """How ``error`` begins for a trial stopped by Ctrl-C or SIGTERM."""
+
+# -- Optuna's system attributes of a trial ------------------------------------------------------
+QUEUED = "fixed_params"
+"""The parameters :meth:`optuna.Study.enqueue_trial` queued the trial with; a retry copies it.
+A grid study queues each of its points once, when it is created."""
 
 # -- the study's own attributes -----------------------------------------------------------------
 SWEEP = "sweep"
@@ -85,7 +92,8 @@ class Counts:
 
     @property
     def left(self) -> int:
-        """Trials still to start (queued retries not included)."""
+        """Runs still to start: the target less the trials finished or running (so queued
+        trials, grid points and retries alike, are in it)."""
         return max(0, self.target - self.finished - self.running)
 
     def line(self) -> str:
@@ -111,13 +119,16 @@ def count_trials(study: optuna.Study, target: int) -> Counts:
 
 
 def live_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """The trials that stand for a run: not skipped, and not a FAIL that was queued again
-    (that one counts through its retry)."""
+    """The trials that stand for a run: not skipped, not a second queueing of a grid point
+    (see :func:`holder`), and not a FAIL that was queued again (that one counts through its
+    retry)."""
     retried = {number for trial in trials for number in retry_history(trial)}
+    first = _first_queued(trials)
     return [
         trial
         for trial in trials
         if SKIPPED not in trial.user_attrs
+        and holder(first, trial) is None
         and not (trial.state == TrialState.FAIL and trial.number in retried)
     ]
 
@@ -170,14 +181,62 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
     return queued
 
 
-def trial_slot(trials: Sequence[FrozenTrial], trial: FrozenTrial) -> int:
-    """The trial's place among the study's fresh trials: 0, 1, 2, ... without gaps or repeats.
+def queued_point(trial: FrozenTrial) -> dict[str, Any] | None:
+    """The parameters a trial was queued with (:meth:`optuna.Study.enqueue_trial`; a retry
+    inherits its original's), or None for a trial its sampler drew."""
+    return trial.system_attrs.get(QUEUED)
 
-    A trial's number counts every trial created before it, retries included; its slot does
-    not count the retries. Numbers are unique, so slots are too, whatever order concurrent
-    workers create trials in. A retry takes the slot of the trial it replaces.
-    """
+
+def _first_queued(trials: Sequence[FrozenTrial]) -> dict[str, int]:
+    """Each queued point (as JSON) -> the number of the first trial queued with it."""
+    first: dict[str, int] = {}
+    for trial in sorted(trials, key=lambda t: t.number):
+        point = queued_point(trial)
+        if point is not None and retried_from(trial) is None:
+            first.setdefault(json.dumps(point, sort_keys=True), trial.number)
+    return first
+
+
+def holder(first: Mapping[str, int], trial: FrozenTrial) -> int | None:
+    """The earlier trial queued with this trial's point (two processes queueing a grid at
+    once can both queue it), or None; ``first`` is :func:`_first_queued` of the study."""
+    point = queued_point(trial)
+    if point is None:
+        return None
+    number = first.get(json.dumps(point, sort_keys=True))
+    return number if number is not None and number < original_number(trial) else None
+
+
+def original_number(trial: FrozenTrial) -> int:
+    """The number of the trial a retry replaces (its own number for a first try)."""
     number = retried_from(trial)
-    number = trial.number if number is None else number
-    retries_before = sum(1 for t in trials if t.number < number and retried_from(t) is not None)
-    return number - retries_before
+    return trial.number if number is None else number
+
+
+def surplus_reason(
+    trials: Sequence[FrozenTrial],
+    trial: FrozenTrial,
+    target: int,
+    points: Sequence[Mapping[str, Any]] | None = None,
+) -> str | None:
+    """Why a just-started trial must not run, or None when it should.
+
+    Workers count what is left and then start a trial, so two of them can start one for the
+    last run: Optuna then hands one the queued trial and makes a fresh one for the other. For a
+    grid (``points``: the queued parameters of the target's points) a trial runs only if it
+    was queued for one of those points and no earlier trial was queued for the same point (two
+    machines creating the study at once can both queue it). Otherwise (a sampler's study) the
+    first ``target`` first tries run. A retry is judged as the trial it replaces.
+    """
+    if points is None:
+        first = original_number(trial)
+        if sum(t.number < first and retried_from(t) is None for t in trials) >= target:
+            return f"the study already has its {target} trials"
+        return None
+    point = queued_point(trial)
+    if point is None:
+        return "every grid point is queued, and this trial is not one of them"
+    if point not in points:
+        return f"its point is not among the study's {target} points"
+    held_by = holder(_first_queued(trials), trial)
+    return None if held_by is None else f"trial {held_by} holds its point"

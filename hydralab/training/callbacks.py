@@ -16,11 +16,15 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-TEST_PREDICTIONS = "test_predictions.csv"
-PREDICTIONS = "predictions.csv"
-TRAIN_SUBJECTS = "train_subjects.csv"
-SUBJECT, IMAGE, LABEL, PREDICTION = "subject", "image", "label", "prediction"
-"""The columns of a predictions CSV; reports read them by these names."""
+from hydralab.training.outputs import (
+    IMAGE,
+    LABEL,
+    PREDICTION,
+    PREDICTIONS,
+    SUBJECT,
+    TEST_PREDICTIONS,
+    TRAIN_SUBJECTS,
+)
 
 
 def prediction_table(

@@ -6,14 +6,13 @@ intraclass correlation (ICC) with predictions and labels as two "raters" of ever
 ICC(3,1) (consistency) forgives a constant offset; ICC(2,1) (absolute agreement) does not, so
 a model that is right up to a shift shows ``icc_c1`` near 1 but a lower ``icc_a1``.
 
-ICCs come from :func:`pingouin.intraclass_corr`. Its labels changed across versions (0.7 uses
-McGraw & Wong's ``ICC(A,1)``/``ICC(C,1)``, earlier versions Shrout & Fleiss' ``ICC2``/``ICC3``);
-:func:`icc` maps both to the Shrout & Fleiss names in :data:`ICC_FORMS`.
+The ICCs are Shrout & Fleiss' (1979) two-way ANOVA formulas, written out with numpy and
+vectorised over leading axes, so a bootstrap of thousands of resamples (hydralab.reports) uses
+the same code as every validation epoch. They equal :func:`pingouin.intraclass_corr` (the tests'
+oracle) without its import time and per-call pandas work.
 """
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -24,17 +23,27 @@ ICC_FORMS = ("ICC1", "ICC2", "ICC3", "ICC1k", "ICC2k", "ICC3k")
 one-way random, two-way random (absolute agreement), two-way mixed (consistency); single rating,
 then the mean of the k ratings."""
 
-_PINGOUIN_LABELS = {
-    # pingouin >= 0.7 (McGraw & Wong notation, as in Liljequist et al. 2019)
-    "ICC(1,1)": "ICC1",
-    "ICC(A,1)": "ICC2",
-    "ICC(C,1)": "ICC3",
-    "ICC(1,k)": "ICC1k",
-    "ICC(A,k)": "ICC2k",
-    "ICC(C,k)": "ICC3k",
-    # pingouin < 0.7 (Shrout & Fleiss notation)
-    **{form: form for form in ICC_FORMS},
-}
+
+def icc_c1(first: ArrayLike, second: ArrayLike) -> np.ndarray:
+    """ICC(3,1) (consistency) of two raters along the last axis, vectorised over leading axes.
+
+    The inputs broadcast, so one label vector serves a stack of resampled predictions. For two
+    raters it is 2 cov / (var_1 + var_2): a constant rater scores 0 (up to rounding), two
+    constant raters NaN. No input checks: the callers validate once, outside their loops.
+    """
+    msb, _, _, mse = _mean_squares(_two_raters(first, second))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (msb - mse) / (msb + mse)
+
+
+def icc_a1(first: ArrayLike, second: ArrayLike) -> np.ndarray:
+    """ICC(2,1) (absolute agreement) of two raters; as :func:`icc_c1`, but an offset between
+    the raters counts against them."""
+    x = _two_raters(first, second)
+    msb, msj, _, mse = _mean_squares(x)
+    n = x.shape[-2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (msb - mse) / (msb + mse + 2 * (msj - mse) / n)
 
 
 def icc(ratings: pd.DataFrame | ArrayLike) -> dict[str, float]:
@@ -51,39 +60,42 @@ def icc(ratings: pd.DataFrame | ArrayLike) -> dict[str, float]:
         ValueError: fewer than 2 targets or raters, not a 2-D table, or non-finite ratings.
     """
     table = _as_table(ratings)
-    n_targets, n_raters = table.shape
-    long = pd.DataFrame(
-        {
-            "target": np.repeat(np.arange(n_targets), n_raters),
-            "rater": np.tile(np.arange(n_raters), n_targets),
-            "rating": table.reshape(-1),
-        }
-    )
-
-    import pingouin  # slow to import; most callers of this module never need it
-
-    # Degenerate tables (all ratings equal) divide 0 by 0: let that become nan quietly. pingouin's
-    # own use of deprecated pandas API warns each call (every epoch) and is not the caller's to fix.
-    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
-        for category in (RuntimeWarning, DeprecationWarning, FutureWarning):
-            warnings.simplefilter("ignore", category)
-        result = pingouin.intraclass_corr(
-            data=long, targets="target", raters="rater", ratings="rating"
+    n, k = table.shape
+    msb, msj, msw, mse = _mean_squares(table)  # numpy scalars: 0 / 0 is nan, not an error
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = (
+            (msb - msw) / (msb + (k - 1) * msw),
+            (msb - mse) / (msb + (k - 1) * mse + k * (msj - mse) / n),
+            (msb - mse) / (msb + (k - 1) * mse),
+            (msb - msw) / msb,
+            (msb - mse) / (msb + (msj - mse) / n),
+            (msb - mse) / msb,
         )
+    return {form: float(value) for form, value in zip(ICC_FORMS, values, strict=True)}
 
-    values: dict[str, float] = {}
-    for label, value in zip(result["Type"], result["ICC"], strict=True):
-        form = _PINGOUIN_LABELS.get(str(label))
-        if form is None:
-            raise RuntimeError(
-                f"pingouin {pingouin.__version__} returned an ICC labelled {label!r}; "
-                f"known labels are {sorted(_PINGOUIN_LABELS)}"
-            )
-        values[form] = float(value)
-    missing = set(ICC_FORMS) - values.keys()
-    if missing:
-        raise RuntimeError(f"pingouin {pingouin.__version__} did not return {sorted(missing)}")
-    return {form: values[form] for form in ICC_FORMS}
+
+def _two_raters(first: ArrayLike, second: ArrayLike) -> np.ndarray:
+    """Two rating vectors as a (..., targets, 2) stack, broadcast against each other."""
+    first, second = np.broadcast_arrays(np.asarray(first, float), np.asarray(second, float))
+    return np.stack([first, second], axis=-1)
+
+
+def _mean_squares(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Two-way ANOVA mean squares of (..., n targets, k raters) ratings: between targets (BMS),
+    between raters (JMS), within targets (WMS) and residual (EMS)."""
+    n, k = x.shape[-2:]
+    grand = x.mean(axis=(-2, -1), keepdims=True)
+    rows = x.mean(axis=-1, keepdims=True)
+    cols = x.mean(axis=-2, keepdims=True)
+    ss_rows = k * ((rows - grand) ** 2).sum(axis=(-2, -1))
+    ss_cols = n * ((cols - grand) ** 2).sum(axis=(-2, -1))
+    ss_error = ((x - rows - cols + grand) ** 2).sum(axis=(-2, -1))
+    return (
+        ss_rows / (n - 1),
+        ss_cols / (k - 1),
+        (ss_cols + ss_error) / (n * (k - 1)),
+        ss_error / ((n - 1) * (k - 1)),
+    )
 
 
 def agreement_metrics(predictions: ArrayLike, labels: ArrayLike) -> dict[str, float]:
@@ -114,12 +126,11 @@ def agreement_metrics(predictions: ArrayLike, labels: ArrayLike) -> dict[str, fl
         raise ValueError(f"agreement metrics need at least 2 scans, got {pred.size}")
 
     error = pred - true
-    iccs = icc(np.stack([pred, true], axis=1))
     return {
         "mse": float(np.mean(error**2)),
         "mae": float(np.mean(np.abs(error))),
-        "icc_c1": iccs["ICC3"],
-        "icc_a1": iccs["ICC2"],
+        "icc_c1": float(icc_c1(pred, true)),
+        "icc_a1": float(icc_a1(pred, true)),
         "pearson": _pearson(pred, true),
     }
 

@@ -34,6 +34,9 @@ class HydraModule(pl.LightningModule):
         method: ``baseline`` or ``hydranet``; the data module is linked to the same value.
         k: scans per virtual sample (1 for the baseline).
         p: probability of a zero slot (used by the data module; recorded here with the run).
+            ``method``, ``k`` and ``p`` stay config keys and saved hyperparameters (configs link
+            them to ``data.*``); the module itself reads them from one :class:`SetSpec`,
+            ``self.sets``.
         loss: ``mse`` or ``mae``, computed once per set on the summed prediction.
         zero_mode: ``paper`` (inference f(x) + (K-1) f(0)), ``anchored`` (f(x) - f(0)) or
             ``skip`` (empty slots add 0 and are never shown to f; inference f(x)).
@@ -77,7 +80,7 @@ class HydraModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         try:
-            SetSpec(method, k, p)
+            sets = SetSpec(method, k, p)
         except ValueError as error:
             raise ValueError(f"model.{error}") from None
         if loss not in LOSSES:
@@ -110,9 +113,10 @@ class HydraModule(pl.LightningModule):
                 f"model.image_loss_steps must be an integer >= 0, got {image_loss_steps!r}"
             )
         self.save_hyperparameters(ignore=["regressor"])
+        self.sets = sets
         self.model = SetSumRegressor(
             regressor or BaseRegressor(),
-            k=k,
+            k=sets.k,
             zero_mode=zero_mode,
             chunk_size=memory_chunk,
             chunk_threshold=memory_chunk_threshold,
@@ -153,7 +157,9 @@ class HydraModule(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         prediction, values = self.model.forward_sets(batch["images"], batch["zero"])
         real = ~batch["zero"]
-        if self.global_step < self.hparams.image_loss_steps and real.any():
+        # The baseline's sets are single scans: its set loss is already the per-image loss.
+        warm_up = not self.sets.is_baseline and self.global_step < self.hparams.image_loss_steps
+        if warm_up and real.any():
             loss = self.loss_fn(values[real], batch["labels"][real].float() / self.label_scale)
         else:
             loss = self.loss_fn(prediction, batch["set_label"].float() / self.label_scale)

@@ -7,14 +7,15 @@ one fresh run folder per run (CSV metrics, W&B offline run, checkpoints, predict
 monitor, and, after ``fit``, a test of that best checkpoint.
 
 Work is not lost quietly (docs/robustness.md): a run folder that cannot be created stops the run
-before any scan is read; a checkpoint that cannot be written (a full disk) stops it naming the
-file and leaves the earlier checkpoints whole; Ctrl-C keeps ``last.ckpt``, and
-``--ckpt_path last`` resumes from the newest ``last.ckpt`` of the same ``tracking.root/name``.
-Checkpoints are loaded with ``weights_only=True`` unless ``--weights_only=false`` is given.
+before any scan is read; checkpoints are written atomically (hydralab.training.checkpoints);
+Ctrl-C keeps ``last.ckpt``, and ``--ckpt_path last`` resumes from the newest ``last.ckpt`` of the
+same ``tracking.root/name``. Checkpoints are loaded with ``weights_only=True`` unless
+``--weights_only=false`` is given.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -25,8 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -34,6 +34,12 @@ from lightning.pytorch.loggers import CSVLogger
 
 from hydralab.data.datamodule import HydraDataModule
 from hydralab.training.callbacks import PredictionsCSV, TestPredictionsCSV, TrainSubjectsCSV
+from hydralab.training.checkpoints import (
+    LAST_CHECKPOINT,
+    AtomicCheckpointIO,
+    RunCheckpoint,
+    find_last_checkpoint,
+)
 from hydralab.training.module import HydraModule
 from hydralab.training.tracking import WandbSummaryCallback, finish_wandb, make_wandb_logger
 
@@ -60,9 +66,6 @@ class Tracking:
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
 
 
-LAST_CHECKPOINT = "last.ckpt"
-
-
 class RunFolderError(ValueError):
     """The run folder cannot be created; raised before any scan is read or any step is trained.
 
@@ -70,8 +73,12 @@ class RunFolderError(ValueError):
     """
 
 
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (typically a full disk); keeps the ``OSError``'s errno."""
+class ConfigRejected(ValueError):
+    """The Lightning CLI rejected the arguments or config; the message is its one-line error.
+
+    Raised by :func:`run_cli` with ``exit_on_error=False`` (a sweep trial), where the CLI would
+    otherwise print its usage and exit.
+    """
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -127,93 +134,6 @@ def _claim_run_dir(parent: Path) -> Path:
             number += 1
 
 
-def find_last_checkpoint(parent: Path) -> Path | None:
-    """The most recently written ``last.ckpt`` among the runs ``parent/version_*``.
-
-    Each run gets a fresh folder, so Lightning's own ``ckpt_path="last"`` (which looks in the
-    new, empty run's checkpoint folder) would silently start from scratch.
-    """
-    found = [
-        p for p in Path(parent).glob(f"version_*/checkpoints/{LAST_CHECKPOINT}") if p.is_file()
-    ]
-    return max(found, key=lambda p: p.stat().st_mtime_ns, default=None)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint beside its final name, then rename it into place.
-
-    Lightning's own writer stages the file in the system temporary folder and moves it; when
-    that folder is on another disk, the move copies into the final file, so a disk filling up
-    during the copy truncates the previous ``last.ckpt``. A rename within one folder is atomic:
-    a checkpoint file is either the previous one or the new one, whole.
-    """
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
-    ) -> None:
-        if storage_options is not None or "://" in str(path):
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        try:
-            with partial.open("wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            partial.replace(path)
-        finally:
-            partial.unlink(missing_ok=True)
-
-
-class RunCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint, with a write failure reported as what the user must know.
-
-    Checkpoints are written atomically (:class:`AtomicCheckpointIO`), and the previous best is
-    removed only after the new one is saved; so when a write fails, the checkpoints saved
-    before are still complete. The error says so, and how to resume.
-
-    ``last.ckpt`` is rewritten at every validation (or epoch end). Lightning 2.6 rewrites it only
-    when a new best is saved, so after a plateau Ctrl-C and ``--ckpt_path last`` would go back
-    to the best epoch and lose every step since.
-    """
-
-    def on_validation_end(self, trainer: Trainer, pl_module: Any) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: Any) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
-
-    def _refresh_last(self, trainer: Trainer) -> None:
-        # Skipped when this step is already saved (a new best, and last.ckpt with it).
-        if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
-        try:
-            super()._save_checkpoint(trainer, filepath)
-        except OSError as error:
-            folder = Path(filepath).parent
-            kept = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
-            resume = (
-                f'; free some space, then resume with: hydralab fit --config "'
-                f'{folder.parent / "config.yaml"}" --ckpt_path last'
-                if LAST_CHECKPOINT in kept
-                else ""
-            )
-            raise CheckpointWriteError(
-                error.errno,
-                f"could not write checkpoint {filepath} at step {trainer.global_step} "
-                f"({error.strerror or error}); the checkpoints saved before are intact: "
-                f"{', '.join(kept) or 'none yet'}{resume}",
-            ) from error
-
-
 def run_outputs() -> list[Callback]:
     """The callbacks that write what every run folder holds beside its checkpoints: the
     training subjects it used and its per-scan test predictions."""
@@ -250,7 +170,11 @@ class HydraCLI(LightningCLI):
 
         The resolved values go into the saved ``config.yaml``: it names the checkpoint resumed.
         """
-        super().parse_arguments(parser, args)
+        try:
+            super().parse_arguments(parser, args)
+        except argparse.ArgumentError as error:  # only with parser_kwargs exit_on_error=False
+            lines = (line.strip() for line in str(error).splitlines())
+            raise ConfigRejected(" ".join(line for line in lines if line)) from None
         subcommand = self.config.get("subcommand")
         if subcommand is None:
             return
@@ -289,7 +213,7 @@ class HydraCLI(LightningCLI):
                     project=tracking.project,
                     name=f"{tracking.name}/{self.run_dir.name}",
                     group=tracking.group,
-                    job_type=self.model.hparams.method,
+                    job_type=self.model.sets.method,
                     tags=tracking.tags,
                     mode=tracking.wandb_mode,
                     config=config,
@@ -348,11 +272,19 @@ class HydraCLI(LightningCLI):
         self.test_metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
 
 
-def run_cli(args: Sequence[str] | None = None, callbacks: Sequence[Callback] = ()) -> HydraCLI:
+def run_cli(
+    args: Sequence[str] | None = None,
+    callbacks: Sequence[Callback] = (),
+    exit_on_error: bool = True,
+) -> HydraCLI:
     """Run one ``fit | validate | test | predict`` command; W&B is finished whatever happens.
 
     ``callbacks`` are added to the trainer's (e.g. a sweep's pruning callback, which holds a live
     Optuna trial and so cannot come from a config).
+
+    A config the CLI rejects prints the usage and exits with 2 (the command line's convention);
+    with ``exit_on_error=False`` it raises :class:`ConfigRejected` instead, so a caller that runs
+    many configs (a sweep) records the error and goes on.
 
     Ctrl-C: from the command line (``args`` None) the resume hint is printed and the process
     exits with 130; a Python caller gets :class:`RunInterrupted`. Either way the SIGINT handler
@@ -366,7 +298,11 @@ def run_cli(args: Sequence[str] | None = None, callbacks: Sequence[Callback] = (
     exit_code: int | None = None
     try:
         defaults = {"callbacks": [*run_outputs(), *callbacks]}
-        return HydraCLI(args=list(args) if args is not None else None, trainer_defaults=defaults)
+        return HydraCLI(
+            args=list(args) if args is not None else None,
+            trainer_defaults=defaults,
+            parser_kwargs={"exit_on_error": exit_on_error},
+        )
     except RunInterrupted as interrupt:
         exit_code = 130
         if args is None:

@@ -14,8 +14,9 @@ from lightning.pytorch.loggers import CSVLogger
 from hydralab.data.datamodule import HydraDataModule
 from hydralab.data.scans import SetDataset
 from hydralab.data.table import DatasetError
-from hydralab.training.callbacks import TRAIN_SUBJECTS, TrainSubjectsCSV
+from hydralab.training.callbacks import TrainSubjectsCSV
 from hydralab.training.module import HydraModule
+from hydralab.training.outputs import TRAIN_SUBJECTS
 from tests.conftest import make_tiny_dataset, write_scan
 
 

@@ -212,9 +212,29 @@ def test_device_augmentation_runs_on_training_batches_only(tiny_csv: Path, tmp_p
 
 
 @pytest.mark.slow
-def test_fit_from_the_command_line_with_device_augmentation(tiny_csv: Path, tmp_path: Path):
+def test_fit_from_the_command_line_with_device_augmentation(
+    tiny_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The configured augmentation runs on every training batch, on the model's device, and what
+    the model trains on is its output: not the stored scans (a silent no-op or a hook never
+    attached would train on those, as nothing else augments on this path)."""
     from hydralab.training.runner import run_cli
 
+    steps: list[tuple[torch.device, dict[str, torch.Tensor]]] = []
+    calls: list[tuple[BatchAugmentation, torch.device, torch.Tensor]] = []
+    training_step, augment = HydraModule.training_step, BatchAugmentation.__call__
+
+    def recording_step(self, batch, batch_idx):
+        steps.append((self.device, {k: v.detach().clone() for k, v in batch.items()}))
+        return training_step(self, batch, batch_idx)
+
+    def spying_augment(self, images, zero=None, generator=None):
+        out = augment(self, images, zero, generator)
+        calls.append((self, images.device, out.detach().clone()))
+        return out
+
+    monkeypatch.setattr(HydraModule, "training_step", recording_step)
+    monkeypatch.setattr(BatchAugmentation, "__call__", spying_augment)
     configs = Path(__file__).resolve().parents[2] / "configs"
     cli = run_cli(
         [
@@ -229,6 +249,23 @@ def test_fit_from_the_command_line_with_device_augmentation(tiny_csv: Path, tmp_
             f"--tracking.root={tmp_path / 'runs'}",
         ]
     )
-    assert cli.datamodule.augment_on == "device"
-    assert isinstance(cli.datamodule.batch_augment, BatchAugmentation)
-    assert cli.trainer.global_step == 2
+    data = cli.datamodule
+    assert cli.trainer.global_step == 2 and len(steps) == 2
+    assert data.train_dataset().augment is None  # no TorchIO augmentation on the CPU path
+    # One call per training step (none for validation), by the data module's configured
+    # augmentation, on the device the model trains on; the step receives its output.
+    assert len(calls) == 2
+    for (augmenter, device, out), (model_device, batch) in zip(calls, steps, strict=True):
+        assert augmenter is data.batch_augment
+        assert device == batch["images"].device == model_device
+        assert torch.equal(out, batch["images"])
+    stored = torch.stack([scan.data for scan in data.scans["train"]])
+    real_slots = 0
+    for _, batch in steps:
+        zero = batch["zero"]
+        assert (batch["images"][zero] == 0).all()
+        for b, k in (~zero).nonzero():
+            raw = stored[batch["index"][b, k]].to(batch["images"].device)
+            assert not torch.allclose(batch["images"][b, k], raw, atol=1e-3)
+            real_slots += 1
+    assert real_slots > 0

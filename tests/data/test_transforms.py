@@ -5,9 +5,9 @@ import pytest
 import torch
 import torchio as tio
 
-from hydralab.data.synthetic import SyntheticSpec, make_dataset
 from hydralab.data.table import read_table
 from hydralab.data.transforms import augmentation, intensity_normalization
+from hydralab.datasets.synthetic import SyntheticSpec, make_dataset
 
 
 @pytest.fixture(scope="module")

@@ -176,8 +176,9 @@ def test_single_set_batch() -> None:
 
 def test_rejects_bad_arguments() -> None:
     base = make_base()
-    with pytest.raises(ValueError, match="k must"):
-        SetSumRegressor(base, k=0)
+    for bad_k in (0, 2.0, True):  # the set rules' check (hydralab.data.sets.check_k_p)
+        with pytest.raises(ValueError, match=r"k \(images per virtual sample\) must"):
+            SetSumRegressor(base, k=bad_k)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="zero_mode"):
         SetSumRegressor(base, k=2, zero_mode="centered")  # type: ignore[arg-type]
     model = SetSumRegressor(base, k=2)

@@ -6,6 +6,7 @@ built directly with Optuna is exactly what it sees after a real sweep.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +16,30 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
+from hydralab.sweeps.trials import GRID, SWEEP
 from hydralab.training.metrics import agreement_metrics
 
 SPACE = {"model.method": ["baseline", "hydranet"], "data.n_train": [8, 16], "seed": [0, 1]}
 NOISE = {"baseline": 3.0, "hydranet": 1.0}  # Hydranet predicts better, clearly
 
 
-def build_fake_study(root: Path, name: str = "fake") -> str:
-    """A grid study on SQLite with one failed, one pruned and one missing run; its URL."""
+def grid(space: dict[str, list]) -> list[dict]:
+    """Every point of a grid space, as a grid study stores them."""
+    return [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
+
+
+def build_fake_study(root: Path, name: str = "fake", with_grid: bool = True) -> str:
+    """A grid study on SQLite with one failed, one pruned and one missing run; its URL.
+
+    Like a study a sweep makes, it stores its sweep definition and (unless ``with_grid`` is
+    False, as in a study made before sweeps stored them) its grid points.
+    """
     url = f"sqlite:///{root / 'study.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=name, storage=url, direction="maximize")
-    study.set_user_attr("sweep", {"space": SPACE})
+    study.set_user_attr(SWEEP, {"space": SPACE})
+    if with_grid:
+        study.set_user_attr(GRID, grid(SPACE))
     rng = np.random.default_rng(0)
     labels = rng.normal(10.0, 3.0, size=24)
     subjects = [f"s{i:02d}" for i in range(len(labels))]
@@ -92,7 +105,8 @@ def build_seed_study(root: Path, name: str = "seeds") -> str:
     url = f"sqlite:///{root / 'seeds.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=name, storage=url, direction="maximize")
-    study.set_user_attr("sweep", {"space": space})
+    study.set_user_attr(SWEEP, {"space": space})
+    study.set_user_attr(GRID, grid(space))
     rng = np.random.default_rng(1)
     labels = rng.normal(10.0, 3.0, size=30)
     subjects = [f"s{i:02d}" for i in range(len(labels))]

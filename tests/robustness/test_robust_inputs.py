@@ -19,7 +19,7 @@ from hydralab.cli import main
 from hydralab.data.scans import load_scan
 from hydralab.data.table import DatasetError, ScanRecord, read_table
 from hydralab.data.transforms import preprocessing
-from hydralab.training.runner import CheckpointWriteError
+from hydralab.training.checkpoints import CheckpointWriteError
 from tests.conftest import write_scan
 
 

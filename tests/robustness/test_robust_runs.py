@@ -9,8 +9,14 @@ Each case is a row of docs/robustness.md.
 from __future__ import annotations
 
 import errno
+import grp
 import os
+import pwd
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -21,14 +27,8 @@ import yaml
 
 from hydralab.cli import main
 from hydralab.data.datamodule import HydraDataModule
-from hydralab.training.runner import (
-    LAST_CHECKPOINT,
-    AtomicCheckpointIO,
-    CheckpointWriteError,
-    RunFolderError,
-    RunInterrupted,
-    run_cli,
-)
+from hydralab.training.checkpoints import LAST_CHECKPOINT, CheckpointWriteError
+from hydralab.training.runner import RunFolderError, RunInterrupted, run_cli
 from tests.conftest import make_tiny_dataset
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -116,13 +116,14 @@ def _never_load(self, stage=None):
 def test_unwritable_run_root_stops_before_training_with_a_clear_error(
     tmp_path: Path, csv: Path, monkeypatch: pytest.MonkeyPatch, capsys, case: str
 ):
+    if case == "read-only-folder" and os.geteuid() == 0:
+        _read_only_folder_as_an_unprivileged_user()  # root writes into read-only folders
+        return
     monkeypatch.setattr(HydraDataModule, "setup", _never_load)
     if case == "file-in-the-way":
         (tmp_path / "runs").write_text("not a folder")
         root, reason = tmp_path / "runs", "Not a directory"
     elif case == "read-only-folder":
-        if os.geteuid() == 0:
-            pytest.skip("root writes into read-only folders")
         root, reason = tmp_path / "locked" / "runs", "Permission denied"
         (tmp_path / "locked").mkdir(mode=0o555)
     else:
@@ -141,6 +142,62 @@ def test_unwritable_run_root_stops_before_training_with_a_clear_error(
     # From the command line: the message, no traceback, exit code 2.
     assert main(_args(csv, root)) == 2
     assert "set --tracking.root to a writable folder" in capsys.readouterr().err
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _unprivileged_prefix() -> list[str]:
+    """A command prefix that drops root to ``nobody``; skips where no tool or user allows it."""
+    try:
+        nobody, nogroup = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    except KeyError:
+        pytest.skip("no 'nobody' user or 'nogroup' group to drop root privileges to")
+    if shutil.which("setpriv"):
+        prefix = ["setpriv", f"--reuid={nobody}", f"--regid={nogroup}", "--clear-groups"]
+    elif shutil.which("runuser"):
+        prefix = ["runuser", "-u", "nobody", "--"]
+    else:
+        pytest.skip("neither setpriv nor runuser is installed to drop root privileges")
+    probe = [*prefix, sys.executable, "-c", "import os, hydralab.cli; print(os.geteuid())"]
+    result = subprocess.run(probe, cwd=REPO, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        pytest.skip(f"'nobody' cannot run hydralab from {REPO}: {result.stderr.strip()[-300:]}")
+    assert result.stdout.strip() == str(nobody)  # privileges really dropped
+    return prefix
+
+
+def _read_only_folder_as_an_unprivileged_user() -> None:
+    """The read-only-folder case as ``nobody``: the hydralab command exits 2 naming the folder.
+
+    The scans are readable only by root, so a run that read them before claiming its folder
+    would fail on them instead.
+    """
+    prefix = _unprivileged_prefix()
+    with tempfile.TemporaryDirectory() as temporary:
+        shared = Path(temporary)
+        shared.chmod(0o755)  # nobody may enter; everything below is made by root
+        csv = make_tiny_dataset(shared / "data", size=12)
+        (csv.parent / "images").chmod(0o700)
+        locked = shared / "locked"
+        locked.mkdir(mode=0o555)
+        home = shared / "home"  # for the caches of matplotlib and friends
+        home.mkdir()
+        home.chmod(0o777)
+        root = locked / "runs"
+        env = {**os.environ, "HOME": str(home), "PYTHONDONTWRITEBYTECODE": "1"}
+        command = [*prefix, sys.executable, "-m", "hydralab.cli", *_args(csv, root)]
+        result = subprocess.run(
+            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert not root.exists()
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    parent = root / "blobs-hydranet"  # tracking.root / tracking.name
+    assert result.stderr.endswith(
+        f"hydralab: error: cannot create a run folder in {parent}: Permission denied ({root}); "
+        "set --tracking.root to a writable folder\n"
+    )
 
 
 # -- the disk filling up during a checkpoint -------------------------------------------------
@@ -175,24 +232,6 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_ones(
     assert files == ["best-epoch=0-step=2.ckpt", LAST_CHECKPOINT]  # no partial file left
     monkeypatch.setattr(torch, "save", real_save)
     assert [_step(checkpoints / name) for name in files] == [2, 2]
-
-
-def test_atomic_checkpoint_io_leaves_the_old_file_when_a_write_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    target = tmp_path / "checkpoints" / LAST_CHECKPOINT
-    io = AtomicCheckpointIO()
-    io.save_checkpoint({"global_step": 2}, target)
-
-    def half_then_full(obj, f, *args, **kwargs):
-        f.write(b"\x00" * 100)
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(torch, "save", half_then_full)
-    with pytest.raises(OSError, match="No space left"):
-        io.save_checkpoint({"global_step": 4}, target)
-    assert [p.name for p in target.parent.iterdir()] == [LAST_CHECKPOINT]
-    assert torch.load(target, weights_only=True)["global_step"] == 2
 
 
 # -- Ctrl-C, then resume ------------------------------------------------------------------------

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from hydralab.sweeps.spec import load_spec
+from hydralab.cli import main
+from hydralab.sweeps.spec import SweepSpecError, load_spec
 from hydralab.sweeps.study import run_sweep
 from hydralab.training.runner import run_cli
-from tests.sweeps.test_sweep_postgres import postgres_url  # noqa: F401 (a fixture)
-from tests.sweeps.test_sweep_study import write_sweep
+from tests.helpers.postgres import postgres_url  # noqa: F401 (a fixture)
+from tests.helpers.sweeps import BASE_CONFIG, write_sweep
 
 PACKAGE = Path(__file__).resolve().parents[2] / "hydralab"
 CONFIGS = PACKAGE.parent / "configs"
@@ -65,8 +65,41 @@ def test_yaml_is_only_read_with_the_safe_loader():
         if unsafe.search(line)
     ]
     assert found == []
-    with pytest.raises(yaml.constructor.ConstructorError):
-        yaml.safe_load("!!python/object/apply:os.system ['true']")
+
+
+def _runs_code(marker: Path) -> str:
+    """A YAML value that, read with an unsafe loader, creates ``marker``."""
+    return f"!!python/object/apply:os.system ['touch {marker}']"
+
+
+@pytest.mark.parametrize("where", ["sweep file", "base config"])
+def test_a_yaml_file_that_would_run_code_is_refused_naming_it(tmp_path: Path, where: str):
+    """hydralab's own YAML reads (the sweep file, and the base config it names) refuse a tag
+    that builds a Python object, with an error naming the file; nothing runs."""
+    marker = tmp_path / "code-ran"
+    base = tmp_path / "base.yaml"
+    base.write_text(BASE_CONFIG.read_text())
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"base_config: {base}\nstudy: s\nspace: {{seed: [0]}}\n")
+    evil = sweep if where == "sweep file" else base
+    evil.write_text(evil.read_text() + f"tags: {_runs_code(marker)}\n")
+    with pytest.raises(SweepSpecError, match=rf"^{re.escape(str(evil))}: not valid YAML: "):
+        load_spec(sweep)
+    assert not marker.exists()
+
+
+def test_a_set_value_that_would_run_code_is_refused(tmp_path: Path, capsys):
+    """``hydralab sweep --set KEY=VALUE`` reads VALUE as YAML: a Python tag must not run, and
+    the refusal is one line naming the ``--set`` item (exit 2, no traceback)."""
+    marker = tmp_path / "code-ran"
+    sweep = write_sweep(tmp_path / "sweep.yaml", tmp_path / "none.csv", {"seed": [0]})
+    command = ["sweep", str(sweep), "--out", str(tmp_path / "out")]
+    assert main([*command, "--set", f"model.lr={_runs_code(marker)}"]) == 2
+    err = capsys.readouterr().err
+    assert '--set "model.lr=' in err and "not valid YAML" in err and "python/object/apply" in err
+    assert "Traceback" not in err
+    assert not marker.exists()
+    assert not (tmp_path / "out").exists()
 
 
 SECRETS = {

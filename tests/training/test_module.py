@@ -9,6 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from hydralab.data.datamodule import HydraDataModule
+from hydralab.data.sets import SetSpec
 from hydralab.training.metrics import agreement_metrics
 from hydralab.training.module import HydraModule
 
@@ -218,3 +219,28 @@ def test_image_loss_steps_in_paper_and_anchored_modes(zero_mode, monkeypatch):
         with torch.no_grad():
             loss = module.training_step(batch, 0).item()
         assert loss == pytest.approx(expected, rel=1e-5), step["now"]
+
+
+def test_one_set_spec_and_the_config_keys_kept():
+    """The module reads method and k from one SetSpec; the keys stay saved hyperparameters."""
+    module = HydraModule(method="hydranet", k=3, p=0.25)
+    assert module.sets == SetSpec("hydranet", 3, 0.25)
+    assert module.model.k == 3
+    assert {key: module.hparams[key] for key in ("method", "k", "p")} == {
+        "method": "hydranet",
+        "k": 3,
+        "p": 0.25,
+    }
+    assert HydraModule().sets == SetSpec()
+
+
+def test_image_loss_steps_leave_the_baseline_on_its_own_loss():
+    """A baseline set is one scan: with or without the warm-up its loss is the per-image one."""
+    batch = _batch(1, [[False], [False], [False]])
+    warm = HydraModule(image_loss_steps=5).eval()  # eval: no batch statistics, deterministic
+    plain = HydraModule().eval()
+    plain.load_state_dict(warm.state_dict())
+    with torch.no_grad():
+        expected = F.mse_loss(warm.model.base(batch["images"][:, 0]), batch["set_label"])
+        assert warm.training_step(batch, 0).item() == pytest.approx(expected.item(), rel=1e-6)
+        assert plain.training_step(batch, 0).item() == pytest.approx(expected.item(), rel=1e-6)

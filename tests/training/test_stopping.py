@@ -14,7 +14,8 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
-from hydralab.training.callbacks import TEST_PREDICTIONS, TestPredictionsCSV
+from hydralab.training.callbacks import TestPredictionsCSV
+from hydralab.training.outputs import TEST_PREDICTIONS
 from hydralab.training.runner import run_cli
 from hydralab.training.stopping import STOP_REASONS, STOPPING_JSON, PlateauStopping
 

@@ -27,8 +27,8 @@ from hydralab.training.tracking import (
     finish_wandb,
     local_run_dirs,
     make_wandb_logger,
-    read_offline_run,
 )
+from tests.helpers.wandb_log import read_offline_run
 
 LONG_TEXT = "x" * 70_000  # spans three 32 KiB blocks of the log: exercises chunk reassembly
 STEPS = 300  # enough history to fill several blocks
@@ -160,7 +160,7 @@ def test_reader_rejects_other_files(tmp_path: Path) -> None:
 def test_summary_rebuilt_from_history_without_summary_records(tmp_path: Path) -> None:
     from wandb.proto import wandb_internal_pb2 as pb
 
-    from hydralab.training.tracking import _fold_records
+    from tests.helpers.wandb_log import _fold_records
 
     def history(step: int, icc: float) -> pb.Record:
         record = pb.Record()

@@ -9,10 +9,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from hydralab.data.layouts import LayoutError, find_pairs, make_table
-from hydralab.data.mask_labels import LabelSpec, MaskError
-from hydralab.data.synthetic import SyntheticSpec, make_dataset
-from hydralab.data.table import DatasetError, read_table
+from hydralab.data.nifti import DatasetError
+from hydralab.data.table import read_table
+from hydralab.datasets.layouts import LayoutError, find_pairs, make_table
+from hydralab.datasets.mask_labels import LabelSpec, MaskError
+from hydralab.datasets.synthetic import SyntheticSpec, make_dataset
 
 SHAPE = (8, 8, 8)
 

@@ -29,8 +29,9 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from hydralab.data.nifti import SPLITS
+
 TASKS = ("blobs", "lesions")
-SPLITS = ("train", "val", "test")
 CSV_COLUMNS = ("subject", "image", "label", "split")
 MIN_SIZE = 12
 # Largest blob count at the reference cube side; it scales with the volume.

@@ -12,7 +12,6 @@ settings describe the same lesions.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,14 +19,13 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from hydralab.data.table import DatasetError
+from hydralab.data.nifti import AFFINE_TOLERANCE_MM, READ_ERRORS, DatasetError, check_on_grid
 
 LABEL_KINDS = ("volume", "count")
 UNITS = ("voxels", "mm3")
 CONNECTIVITY_RANK = {6: 1, 18: 2, 26: 3}
 """Neighbourhood size → ``generate_binary_structure`` rank: faces, + edges, + corners."""
 
-AFFINE_TOLERANCE_MM = 1e-3
 # Masks saved by other tools store non-integer values as float32; allow their rounding error.
 INTEGER_TOLERANCE = 1e-3
 
@@ -154,21 +152,17 @@ def read_mask(
     mask_shape, image_shape = _spatial_shape(mask_image), _spatial_shape(image)
     if mask_shape is None:
         raise MaskError(f"mask {mask_path} has shape {mask_image.shape}; a 3D mask is needed")
-    if mask_shape != image_shape:
-        raise MaskError(
-            f"mask {mask_path} has shape {mask_shape} but its image {image_path} has "
-            f"{tuple(image.shape)}; the mask must be on the image's voxel grid"
-        )
-    if not np.allclose(mask_image.affine, image.affine, rtol=0.0, atol=affine_tolerance):
-        difference = float(np.abs(mask_image.affine - image.affine).max())
-        raise MaskError(
-            f"mask {mask_path} and its image {image_path} have different affines (largest "
-            f"difference {difference:.4g} mm > {affine_tolerance} mm); the mask must be on the "
-            f"image's voxel grid.\nmask affine:\n{mask_image.affine}\nimage affine:\n{image.affine}"
-        )
+    check_on_grid(
+        f"mask {mask_path}",
+        (mask_shape, mask_image.affine),
+        f"its image {image_path}",
+        (image_shape or tuple(image.shape), image.affine),
+        error=MaskError,
+        tolerance=affine_tolerance,
+    )
     try:
         data = np.asanyarray(mask_image.dataobj).reshape(mask_shape)
-    except (OSError, EOFError, ValueError, zlib.error) as error:
+    except READ_ERRORS as error:
         raise MaskError(f"cannot read mask {mask_path}: {error}") from error
     return _as_integers(data, mask_path), voxel_volume_mm3(image.affine)
 
@@ -178,7 +172,7 @@ def _load(path: Path, what: str) -> nib.spatialimages.SpatialImage:
         raise MaskError(f"{what} not found: {path}")
     try:
         return nib.load(path)
-    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as error:
+    except READ_ERRORS as error:
         raise MaskError(f"cannot read {what} {path}: {error}") from error
 
 

@@ -1,5 +1,5 @@
-"""Studies: race-safe creation, one trial per distinct grid point with its run and attributes,
-failed trials recorded while the sweep goes on, resume without rerunning, storage URLs."""
+"""Studies: race-safe creation, each distinct grid point queued once and run once with its run
+and attributes, failed trials recorded while the sweep goes on, resume without rerunning."""
 
 from __future__ import annotations
 
@@ -13,53 +13,30 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from optuna.storages import JournalStorage, RDBStorage
 from optuna.trial import TrialState
 
 from hydralab.sweeps.spec import SweepSpecError, load_spec
-from hydralab.sweeps.storage import (
-    default_storage_url,
-    fail_trials_without_heartbeat,
-    journal_path,
-    masked,
-    open_storage,
+from hydralab.sweeps.storage import default_storage_url, open_storage
+from hydralab.sweeps.study import open_study, queue_grid, queued_points, run_sweep
+from hydralab.sweeps.trials import (
+    CONFIG,
+    ERROR,
+    GRID,
+    SEED,
+    RetryCallback,
+    grid_points,
+    queued_point,
+    requeue_interrupted,
+    surplus_reason,
 )
-from hydralab.sweeps.study import open_study, run_sweep, surplus_reason
-from hydralab.sweeps.trials import RetryCallback, count_trials, requeue_interrupted
-from hydralab.training.tracking import local_run_dirs, read_offline_run
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def write_sweep(path: Path, csv: Path, space: dict, **extra) -> Path:
-    """A sweep over the tiny scans: a few steps of training, validation every epoch."""
-    overrides = {
-        "data.csv": str(csv),
-        "data.n_train": None,
-        "data.batch_size": 4,
-        "trainer.max_steps": 4,
-        "trainer.check_val_every_n_epoch": 1,
-        "trainer.val_check_interval": 1.0,
-        "trainer.log_every_n_steps": 1,
-        "trainer.enable_model_summary": False,
-        "tracking.wandb_mode": "disabled",
-        **extra.pop("overrides", {}),
-    }
-    overrides = {key: value for key, value in overrides.items() if key not in space}
-    raw = {
-        "base_config": str(ROOT / "configs" / "blobs" / "hydranet.yaml"),
-        "study": "tiny",
-        "overrides": overrides,
-        "space": space,
-        "heartbeat": {"interval": 1, "grace_period": 2},
-        **extra,
-    }
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
+from hydralab.training.tracking import local_run_dirs
+from tests.helpers.sweeps import write_sweep
+from tests.helpers.wandb_log import read_offline_run
 
 
 def test_workers_creating_one_study_at_once_do_not_crash(tmp_path: Path, tiny_csv: Path):
-    """Optuna's schema creation races on a fresh SQLite file; every worker must get the study."""
+    """Optuna's schema creation races on a fresh SQLite file; every worker must get the study,
+    and each grid point must have one trial to run it, however the workers' queueing raced."""
     sweep = write_sweep(tmp_path / "sweep.yaml", tiny_csv, {"seed": [0, 1]})
     url = default_storage_url(tmp_path / "fresh")
     go = tmp_path / "go"
@@ -89,6 +66,37 @@ def test_workers_creating_one_study_at_once_do_not_crash(tmp_path: Path, tiny_cs
     outputs = [worker.communicate(timeout=60)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0, 0]
     assert all(out.strip() == "study 1" for out in outputs), outputs
+    # Each queued its points; any point queued twice is run by its first trial only.
+    spec = load_spec(sweep)
+    trials = optuna.load_study(study_name="tiny", storage=url).get_trials()
+    runs = [t for t in trials if surplus_reason(trials, t, 2, queued_points(spec)) is None]
+    assert sorted(queued_point(t)["seed"] for t in runs) == [0, 1]
+
+
+def test_a_grid_study_queues_each_distinct_point_once(tmp_path: Path, tiny_csv: Path):
+    """One baseline point (without model.k, which it does not sample), one per Hydranet k;
+    opening the study again, or after its creator stopped half-way, queues only what is missing."""
+    space = {"model.method": ["baseline", "hydranet"], "model.k": [2, 4]}
+    spec = load_spec(write_sweep(tmp_path / "sweep.yaml", tiny_csv, space))
+    storage = open_storage(default_storage_url(tmp_path), spec)
+    study = open_study(spec, storage)
+    queued = [queued_point(t) for t in study.trials]
+    assert [t.state for t in study.trials] == [TrialState.WAITING] * 3
+    assert queued == queued_points(spec)
+    assert sorted(queued, key=str) == [
+        {"model.method": "baseline"},
+        {"model.method": "hydranet", "model.k": 2},
+        {"model.method": "hydranet", "model.k": 4},
+    ]
+    assert len(grid_points(study)) == 3 and study.user_attrs[GRID] == grid_points(study)
+    assert open_study(spec, storage) and len(study.get_trials()) == 3  # nothing queued again
+
+    half = spec.with_changes(study="half")
+    made = optuna.create_study(study_name="half", storage=storage, direction="maximize")
+    made.enqueue_trial(queued_points(half)[1])  # a creator that stopped after one point
+    resumed = open_study(half, storage)
+    assert sorted(map(str, map(queued_point, resumed.trials))) == sorted(map(str, queued))
+    assert queue_grid(half, resumed) == 0
 
 
 @pytest.mark.slow
@@ -123,13 +131,13 @@ def test_grid_sweep_runs_each_point_once_records_failures_and_resumes(
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 4
     baseline = [t for t in trials if t.params["model.method"] == "baseline"]
     for trial in baseline:  # the base config is Hydranet's (k=4, p=0.1)
-        assert trial.user_attrs["config"]["model.k"] == 1
-        assert trial.user_attrs["config"]["model.p"] == 0.0
+        assert trial.user_attrs[CONFIG]["model.k"] == 1
+        assert trial.user_attrs[CONFIG]["model.p"] == 0.0
 
     for trial in trials:
         if trial.params["data.n_train"] == 99:
             assert trial.state == TrialState.FAIL
-            assert "n_train=99 is larger than the train split" in trial.user_attrs["error"]
+            assert "n_train=99 is larger than the train split" in trial.user_attrs[ERROR]
             continue
         assert trial.state == TrialState.COMPLETE
         attrs = trial.user_attrs
@@ -138,7 +146,7 @@ def test_grid_sweep_runs_each_point_once_records_failures_and_resumes(
         assert attrs["best_val_icc_c1"] == pytest.approx(trial.value)
         predictions = pd.read_csv(attrs["test_predictions"])
         assert len(predictions) == 4 and {"test_icc_c1", "test_icc_a1", "test_mse"} <= set(attrs)
-        assert attrs["seed"] == trial.number  # no seed in the space: each trial its own
+        assert attrs[SEED] == trial.number  # no seed in the space: each trial its own
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         assert config["seed_everything"] == config["data"]["seed"] == trial.number
         assert config["checkpoint"]["monitor"] == "val/icc_c1"
@@ -158,73 +166,6 @@ def test_grid_sweep_runs_each_point_once_records_failures_and_resumes(
     changed = spec.with_changes(overrides={"trainer.max_steps": 5})
     with pytest.raises(SweepSpecError, match=r"'tiny' exists .* overrides differ"):
         run_sweep(changed, out=tmp_path / "sweeps")
-
-
-def test_journal_storage_and_masked_urls(tmp_path: Path, tiny_csv: Path):
-    spec = load_spec(write_sweep(tmp_path / "sweep.yaml", tiny_csv, {"seed": [0, 1, 2]}))
-    log = tmp_path / "shared" / "study.log"
-    assert journal_path(f"journal://{log}") == log and journal_path(str(log)) == log
-    assert journal_path("sqlite:///x.log") is None
-    storage = open_storage(f"journal://{log}", spec)
-    assert isinstance(storage, JournalStorage) and log.is_file()
-    study = open_study(spec, storage)
-    assert count_trials(study, spec.target_trials()).left == 3
-    assert isinstance(open_storage(default_storage_url(tmp_path), spec), RDBStorage)
-
-    url = "postgresql://hydra:s3cret@db.example.org:5432/sweeps"
-    assert "s3cret" not in masked(url) and "db.example.org" in masked(url)
-
-
-@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
-def test_grid_slots_survive_retries_and_surplus_trials_are_skipped(tmp_path: Path, tiny_csv: Path):
-    """Each grid point has one fresh trial; a retry takes its original's point; a trial started
-    past the last point (two workers racing for it) is surplus."""
-    spec = load_spec(write_sweep(tmp_path / "sweep.yaml", tiny_csv, {"seed": [0, 1, 2]}))
-    study = open_study(spec, open_storage(default_storage_url(tmp_path), spec))
-    seeds = []
-    first = study.ask()
-    seeds.append(first.suggest_categorical("seed", [0, 1, 2]))
-    study.tell(first, state=TrialState.FAIL)
-    frozen = study.trials[0]
-    RetryCallback(max_retry=1)(study, frozen)  # what the heartbeat does for a killed trial
-    for _ in range(3):
-        trial = study.ask()
-        assert surplus_reason(spec, study, trial) is None
-        seeds.append(trial.suggest_categorical("seed", [0, 1, 2]))
-        study.tell(trial, 0.0)
-    assert RetryCallback.retried_trial_number(study.trials[1]) == 0
-    assert seeds[1] == seeds[0] and sorted(seeds[1:]) == [0, 1, 2]
-    surplus = study.ask()
-    assert "already has its 3 trials" in surplus_reason(spec, study, surplus)
-    assert count_trials(study, 3).complete == 3 and count_trials(study, 3).failed == 0
-
-
-@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
-def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_queued_once(
-    tmp_path: Path, tiny_csv: Path
-):
-    """Optuna's stale check skips a trial with no heartbeat yet; it must not block the study."""
-    spec = load_spec(
-        write_sweep(
-            tmp_path / "sweep.yaml",
-            tiny_csv,
-            {"seed": [0, 1]},
-            heartbeat={"interval": 1, "grace_period": 1},
-        )
-    )
-    storage = open_storage(default_storage_url(tmp_path), spec)
-    study = open_study(spec, storage)
-    study.ask()  # RUNNING, and no heartbeat thread ever started
-    fail_trials_without_heartbeat(study, storage)
-    assert study.trials[0].state == TrialState.RUNNING  # still within the grace period
-    time.sleep(1.2)
-    fail_trials_without_heartbeat(study, storage)
-    fail_trials_without_heartbeat(study, storage)
-    states = [t.state for t in study.get_trials()]
-    assert states == [TrialState.FAIL, TrialState.WAITING]
-    assert RetryCallback.retried_trial_number(study.trials[1]) == 0
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
-"""Sweeps train to the plateau: the learning-curve and loss-table sweeps carry the plateau rule,
-and every trial records where and why its training ended (best_step, last_step, stop_reason)."""
+"""One trial, the sweep's objective: the learning-curve and loss-table sweeps carry the plateau
+rule, every trial records where and why its training ended (best_step, last_step, stop_reason),
+and a config the Lightning CLI rejects fails the trial with the CLI's own message."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import yaml
 
 from hydralab.sweeps.objective import SweepObjective, cli_args
 from hydralab.sweeps.spec import load_spec, parse_spec
-from hydralab.sweeps.trials import STOPPING_ATTRS
+from hydralab.sweeps.trials import ERROR, STOPPING_ATTRS
 from hydralab.training.stopping import PlateauStopping
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,3 +98,25 @@ def test_a_trial_records_why_its_training_ended(tmp_path: Path, tiny_csv: Path):
     assert (attrs["stop_reason"], attrs["last_step"], attrs["steps"]) == ("max_steps", 20, 20)
     assert attrs["best_step"] in (10, 20)  # read from the best checkpoint's name
     assert f"step={attrs['best_step']}" in attrs["best_checkpoint"]
+
+
+def test_a_config_the_cli_rejects_fails_the_trial_with_the_clis_message(
+    tmp_path: Path, tiny_csv: Path
+):
+    """The Lightning CLI exits on a config it rejects; a sweep records why and goes on."""
+    raw = {
+        "base_config": str(ROOT / "configs" / "blobs" / "hydranet.yaml"),
+        "study": "rejected",
+        "overrides": {"data.csv": str(tiny_csv), "model.no_such_key": 1},
+        "space": {"seed": [0]},
+    }
+    spec = parse_spec(raw, tmp_path / "sweep.yaml")
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    with pytest.raises(
+        ValueError, match="the Lightning CLI rejected the trial's config: "
+    ) as error:
+        SweepObjective(spec, tmp_path / "sweeps" / "rejected")(trial)
+    assert "no_such_key" in str(error.value) and "\n" not in str(error.value)  # its one line
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert str(error.value) in study.trials[0].user_attrs[ERROR]

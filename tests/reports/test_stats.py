@@ -1,6 +1,6 @@
 """The per-pair tests (Williams' test on Pearson r, the permutation test of the ICC difference,
-the scan bootstrap): independent oracles, the edge cases, and the fast two-rater ICC against the
-package's pingouin-based one. Their level and coverage are simulated in test_report_calibration.
+the scan bootstrap, pairs on shared or different scans): independent oracles and the edge cases;
+the ICC they use is the training one. Their level and coverage are simulated in test_calibration.
 
 The ICC itself is cross-checked against Shrout & Fleiss' (1979) published example in
 tests/training/test_metrics.py (test_icc_reproduces_shrout_fleiss); not repeated here.
@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from hydralab.reports.stats import (
     PairedScans,
@@ -20,8 +21,10 @@ from hydralab.reports.stats import (
     paired_bootstrap,
     pearson,
     permutation_test,
+    scan_bootstrap,
     williams_test,
 )
+from hydralab.training import metrics
 from hydralab.training.metrics import icc
 
 
@@ -60,10 +63,12 @@ def test_williams_rejects_clear_differences_only() -> None:
         williams_test(0.5, 0.4, 0.3, 3)
 
 
-def test_fast_icc_equals_pingouin() -> None:
+def test_the_pair_tests_use_the_training_icc() -> None:
+    """One ICC(3,1) implementation: the one every validation epoch logs, equal to ICC3."""
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=15), rng.normal(size=15)
     b = a + 0.5 * b + 1.0
+    assert icc_c1 is metrics.icc_c1
     assert icc_c1(a, b) == pytest.approx(icc(np.stack([a, b], axis=1))["ICC3"])
 
 
@@ -158,3 +163,73 @@ def test_permutation_test_is_exact_and_ignores_offsets() -> None:
     assert 1 / 501 <= shifted <= 1
     better = labels + rng.normal(0, 0.2, 40)
     assert permutation_test(PairedScans(labels.astype(str), labels, base, better), 500) < 0.01
+
+
+def _renamed(pair: PairedScans, prefix: str) -> PairedScans:
+    """The same numbers on other test scans (other subject names)."""
+    subjects = np.array([f"{prefix}{i}" for i in range(len(pair.labels))])
+    return PairedScans(subjects, pair.labels, pair.baseline, pair.hydranet)
+
+
+def test_bootstrap_keeps_each_scan_whole() -> None:
+    """Hydranet = label and baseline = label / 2 + 1: ICC(3,1) 1 and exactly 0.8 on any set of
+    whole scans, so every replicate is 0.2; a label drawn apart from its predictions is not."""
+    rng = np.random.default_rng(6)
+    labels, other = rng.normal(size=30), rng.normal(size=30)
+    pair = PairedScans(np.arange(30).astype(str), labels, labels / 2 + 1, labels.copy())
+    second = _renamed(PairedScans(pair.subjects, other, other / 2 + 1, other.copy()), "other")
+    for pairs in ([pair], [pair, second]):
+        boot = scan_bootstrap(pairs, n_resamples=300, seed=1)
+        assert boot.shape == (300, len(pairs))
+        assert np.allclose(boot, 0.2)
+
+
+def test_bootstrap_of_pairs_on_different_scans_resamples_each_on_its_own() -> None:
+    """Two pairs with the same numbers on different scans: a joint draw would give identical
+    replicates; drawn each on its own, they are uncorrelated. Pairs on the same scans share one
+    draw (a hard scan stays hard in every seed)."""
+    pair = _pairs(40, 1, np.random.default_rng(7))[0]
+    apart = scan_bootstrap([pair, _renamed(pair, "other")], n_resamples=2000, seed=2)
+    assert abs(np.corrcoef(apart.T)[0, 1]) < 0.1  # sd of r is about 0.022 here
+    assert apart[:, 0].std() == pytest.approx(apart[:, 1].std(), rel=0.15)
+    together = scan_bootstrap([pair, pair], n_resamples=2000, seed=2)
+    assert np.array_equal(together[:, 0], together[:, 1])
+
+
+def test_bootstrap_of_pairs_on_different_scans_draws_from_each_pairs_own_scans() -> None:
+    """A second pair with more scans, equal methods on its first 30 and very different on its
+    last 10: drawn with the first pair's 30 indices it would be 0 in every replicate."""
+    rng = np.random.default_rng(8)
+    first = _pairs(30, 1, rng)[0]
+    labels = rng.normal(size=40)
+    hydranet = labels + rng.normal(0, 0.3, 40)
+    baseline = hydranet.copy()
+    baseline[30:] = rng.normal(size=10) * 5
+    second = PairedScans(np.array([f"b{i}" for i in range(40)]), labels, baseline, hydranet)
+    boot = scan_bootstrap([first, second], n_resamples=500, seed=3)
+    assert (np.abs(boot[:, 1]) > 1e-9).mean() > 0.99
+    assert np.mean(boot[:, 1]) == pytest.approx(second.icc_difference(), abs=0.1)
+
+
+def test_compare_pair_matches_an_independent_computation() -> None:
+    """Every field of compare_pair from other code: pingouin's ICC3, scipy's Pearson r, and
+    Williams' test on those r with Hydranet first (t > 0 when Hydranet correlates better)."""
+    rng = np.random.default_rng(10)
+    labels = rng.normal(size=60)
+    base, hydra = labels + rng.normal(0, 1, 60), labels + rng.normal(0, 0.7, 60)
+    pair = PairedScans(np.arange(60).astype(str), labels, base, hydra)
+    result = compare_pair(pair, n_permutations=300, seed=4)
+    r_b, r_h = stats.pearsonr(base, labels)[0], stats.pearsonr(hydra, labels)[0]
+    r_kh = stats.pearsonr(base, hydra)[0]
+    expected = williams_test(r_h, r_b, r_kh, 60)
+    assert result["icc_baseline"] == pytest.approx(icc(np.stack([base, labels], 1))["ICC3"])
+    assert result["icc_hydranet"] == pytest.approx(icc(np.stack([hydra, labels], 1))["ICC3"])
+    assert result["icc_diff"] == pytest.approx(result["icc_hydranet"] - result["icc_baseline"])
+    assert [result["r_baseline"], result["r_hydranet"], result["r_between"]] == pytest.approx(
+        [r_b, r_h, r_kh]
+    )
+    assert result["williams_t"] == pytest.approx(expected.t) and expected.t > 0
+    assert result["williams_p"] == pytest.approx(expected.p) and 0.001 < expected.p < 0.5
+    assert result["permutation_p"] == permutation_test(pair, 300, seed=4)
+    assert result["permutation_p"] != pytest.approx(result["williams_p"], abs=0.01)
+    assert result["note"] == ""

@@ -29,12 +29,18 @@ from pathlib import Path
 
 import numpy as np
 
-from hydralab.data.mask_labels import AFFINE_TOLERANCE_MM, LabelSpec, label_from_array, read_mask
-from hydralab.data.table import DatasetError
+from hydralab.data.nifti import (
+    AFFINE_TOLERANCE_MM,
+    NIFTI_SUFFIXES,
+    DatasetError,
+    first_duplicate,
+    is_nifti,
+    nifti_stem,
+)
+from hydralab.datasets.mask_labels import LabelSpec, label_from_array, read_mask
 
 LAYOUTS = ("wmh-challenge", "bids", "flat")
 CSV_COLUMNS = ("subject", "image", "label", "mask")
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 WMH_IMAGE = Path("pre") / "FLAIR.nii.gz"
 WMH_MASK = "wmh.nii.gz"
@@ -138,7 +144,7 @@ def find_bids(
         raise LayoutError(f"mask folder not found: {derivatives}")
     pairs = []
     for image in images:
-        entities = _strip_suffix(image.name, suffixes)
+        entities = nifti_stem(image.name, suffixes)
         mask_dir = derivatives / image.parent.relative_to(root)
         pattern = mask_pattern.replace("{entities}", glob.escape(entities))
         masks = sorted(mask_dir.glob(pattern)) if mask_dir.is_dir() else []
@@ -188,7 +194,7 @@ def find_flat(
         mask = mask_folder / image.name
         if image.name not in masks:
             raise LayoutError(f"image {image} has no mask: expected {mask}")
-        pairs.append(ScanPair(_strip_suffix(image.name, NIFTI_SUFFIXES), image, mask))
+        pairs.append(ScanPair(nifti_stem(image.name), image, mask))
     orphans = sorted(masks - {p.name for p in images})
     if orphans:
         # Usually a naming mismatch (.nii vs .nii.gz, a prefix), which would drop scans silently.
@@ -199,25 +205,17 @@ def find_flat(
 
 
 def _niftis(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(NIFTI_SUFFIXES))
-
-
-def _strip_suffix(name: str, suffixes: Sequence[str]) -> str:
-    for suffix in suffixes:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p.name))
 
 
 def _check_unique_subjects(pairs: Sequence[ScanPair]) -> None:
-    seen: dict[str, ScanPair] = {}
-    for pair in pairs:
-        if pair.subject in seen:
-            raise LayoutError(
-                f"subject {pair.subject!r} appears twice: {seen[pair.subject].image} and "
-                f"{pair.image}; remove one (a .nii beside a .nii.gz?) or rename a folder"
-            )
-        seen[pair.subject] = pair
+    duplicate = first_duplicate(pair.subject for pair in pairs)
+    if duplicate is not None:
+        first, second = (pairs[i] for i in duplicate)
+        raise LayoutError(
+            f"subject {second.subject!r} appears twice: {first.image} and {second.image}; "
+            "remove one (a .nii beside a .nii.gz?) or rename a folder"
+        )
 
 
 def make_table(

@@ -18,7 +18,7 @@ import yaml
 from optuna.trial import TrialState
 
 from hydralab.cli import main
-from hydralab.sweeps.trials import RetryCallback
+from hydralab.sweeps.trials import SEED, SKIPPED, RetryCallback
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,7 +87,7 @@ def test_a_killed_worker_trial_is_retried_and_no_completed_trial_is_redone(
         time.sleep(0.05)
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=30)
-    assert _states(db) == {0: "COMPLETE+", 1: "RUNNING+"}
+    assert _states(db) == {0: "COMPLETE+", 1: "RUNNING+", 2: "WAITING"}  # 2: the last point
     first_run = (out / "killed" / "trials" / "trial-0000" / "version_0").stat().st_mtime_ns
 
     # 2. The same command, now with two workers: the study resumes and completes.
@@ -102,11 +102,11 @@ def test_a_killed_worker_trial_is_retried_and_no_completed_trial_is_redone(
     assert len(retries) == 1
     (retry,) = retries
     assert retry.state == TrialState.COMPLETE and RetryCallback.retry_history(retry) == [1]
-    assert retry.params == killed.params and retry.user_attrs["seed"] == killed.user_attrs["seed"]
+    assert retry.params == killed.params and retry.user_attrs[SEED] == killed.user_attrs[SEED]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert sorted(t.params["seed"] for t in complete) == [0, 1, 2]  # each point exactly once
     # 3 points + 1 retry ran; a trial started by racing workers past the last point is skipped.
-    ran = [t for t in trials if "skipped" not in t.user_attrs]
+    ran = [t for t in trials if SKIPPED not in t.user_attrs]
     assert len(ran) == 4
     assert trials[0].state == TrialState.COMPLETE
     # Trial 0 was not redone: its run folder is untouched and no other folder holds seed 0.

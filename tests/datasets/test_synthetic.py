@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from hydralab.data.synthetic import CSV_COLUMNS, SyntheticSpec, make_dataset, max_blobs
+from hydralab.datasets.synthetic import CSV_COLUMNS, SyntheticSpec, make_dataset, max_blobs
 
 SIZE = 16
 BLOBS = SyntheticSpec("blobs", n_train=30, n_val=10, n_test=20, size=SIZE, seed=3)

@@ -8,7 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from hydralab.data.mask_labels import (
+from hydralab.data.nifti import DatasetError
+from hydralab.datasets.mask_labels import (
     LabelSpec,
     MaskError,
     label_from_array,
@@ -16,7 +17,6 @@ from hydralab.data.mask_labels import (
     parse_mask_values,
     voxel_volume_mm3,
 )
-from hydralab.data.table import DatasetError
 
 
 def _save(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
