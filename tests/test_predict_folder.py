@@ -19,7 +19,7 @@ from hydralab.cli import main
 from hydralab.data.datamodule import HydraDataModule
 from hydralab.data.table import DatasetError
 from hydralab.training.runner import run_cli
-from tests.conftest import make_tiny_dataset, write_scan
+from tests.helpers.scans import make_tiny_dataset, write_scan
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

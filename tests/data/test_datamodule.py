@@ -17,7 +17,7 @@ from hydralab.data.table import DatasetError
 from hydralab.training.callbacks import TrainSubjectsCSV
 from hydralab.training.module import HydraModule
 from hydralab.training.outputs import TRAIN_SUBJECTS
-from tests.conftest import make_tiny_dataset, write_scan
+from tests.helpers.scans import make_tiny_dataset, write_scan
 
 
 def _module(csv, **kwargs) -> HydraDataModule:

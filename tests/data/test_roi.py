@@ -14,7 +14,7 @@ import yaml
 from hydralab.data.datamodule import HydraDataModule
 from hydralab.data.table import DatasetError, read_table
 from hydralab.data.transforms import CropToRegion, MatchShape, RegionMask, preprocessing
-from tests.conftest import write_scan
+from tests.helpers.scans import write_scan
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 BOX = (slice(6, 10), slice(5, 11), slice(4, 12))  # the region: 4 x 6 x 8 voxels

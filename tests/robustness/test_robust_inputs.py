@@ -20,7 +20,7 @@ from hydralab.data.scans import load_scan
 from hydralab.data.table import DatasetError, ScanRecord, read_table
 from hydralab.data.transforms import preprocessing
 from hydralab.training.checkpoints import CheckpointWriteError
-from tests.conftest import write_scan
+from tests.helpers.scans import write_scan
 
 
 def _load(path: Path, normalization: str = "minmax"):

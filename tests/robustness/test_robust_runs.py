@@ -29,7 +29,7 @@ from hydralab.cli import main
 from hydralab.data.datamodule import HydraDataModule
 from hydralab.training.checkpoints import LAST_CHECKPOINT, CheckpointWriteError
 from hydralab.training.runner import RunFolderError, RunInterrupted, run_cli
-from tests.conftest import make_tiny_dataset
+from tests.helpers.scans import make_tiny_dataset
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -14,35 +14,13 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 
 from hydralab.cli import main
 from hydralab.sweeps.trials import SEED, SKIPPED, RetryCallback
+from tests.helpers.sweeps import write_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _sweep_file(path: Path, csv: Path) -> Path:
-    raw = {
-        "base_config": str(ROOT / "configs" / "blobs" / "hydranet.yaml"),
-        "study": "killed",
-        "overrides": {
-            "data.csv": str(csv),
-            "data.n_train": None,
-            "trainer.max_steps": 4,
-            "trainer.check_val_every_n_epoch": 1,
-            "trainer.val_check_interval": 1.0,
-            "trainer.log_every_n_steps": 1,
-            "trainer.enable_model_summary": False,
-            "tracking.wandb_mode": "disabled",
-        },
-        "space": {"seed": [0, 1, 2]},
-        "sampler": "grid",
-        "heartbeat": {"interval": 1, "grace_period": 2, "max_retry": 2},
-    }
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
 
 
 def _states(db: Path) -> dict[int, str]:
@@ -71,7 +49,14 @@ def _sweep(command: list[str], log: Path) -> subprocess.Popen:
 def test_a_killed_worker_trial_is_retried_and_no_completed_trial_is_redone(
     tmp_path: Path, tiny_csv: Path, capsys: pytest.CaptureFixture[str]
 ):
-    sweep = _sweep_file(tmp_path / "sweep.yaml", tiny_csv)
+    sweep = write_sweep(
+        tmp_path / "sweep.yaml",
+        tiny_csv,
+        {"seed": [0, 1, 2]},
+        study="killed",
+        sampler="grid",
+        heartbeat={"interval": 1, "grace_period": 2, "max_retry": 2},
+    )
     out = tmp_path / "sweeps"
     db = out / "killed" / "study.db"
     log = tmp_path / "sweep.log"
