@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from hydralab.data.sets import METHODS
 from hydralab.datasets.synthetic import SyntheticSpec, make_dataset
 from hydralab.training.runner import quiet_environment, run_cli
 
@@ -19,7 +20,7 @@ def run_demo(data: str, configs: str, root: str = "runs") -> list[dict[str, obje
         print(f"writing the built-in blob-count dataset to {data}")
         make_dataset(SyntheticSpec(task="blobs"), data)
     rows = []
-    for method in ("baseline", "hydranet"):
+    for method in METHODS:
         started = time.perf_counter()
         cli = run_cli(
             [

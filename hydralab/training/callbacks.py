@@ -73,9 +73,9 @@ class TrainSubjectsCSV(pl.Callback):
         records = datamodule.subjects("train")
         table = pd.DataFrame(
             {
-                "subject": [r.subject for r in records],
-                "image": [str(r.image) for r in records],
-                "label": [r.label for r in records],
+                SUBJECT: [r.subject for r in records],
+                IMAGE: [str(r.image) for r in records],
+                LABEL: [r.label for r in records],
             }
         )
         path = Path(trainer.log_dir or trainer.default_root_dir) / TRAIN_SUBJECTS

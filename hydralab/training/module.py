@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hydralab.data.sets import SetSpec
+from hydralab.data.sets import Method, SetSpec
 from hydralab.models.regressor import BaseRegressor
 from hydralab.models.setsum import DEFAULT_CHUNK_THRESHOLD, ChunkSize, SetSumRegressor
 from hydralab.training.metrics import agreement_metrics
@@ -64,7 +64,7 @@ class HydraModule(pl.LightningModule):
     def __init__(
         self,
         regressor: nn.Module | None = None,
-        method: Literal["baseline", "hydranet"] = "baseline",
+        method: Method = "baseline",
         k: int = 1,
         p: float = 0.0,
         loss: Loss = "mse",
