@@ -10,11 +10,17 @@ statistics (see :mod:`hydralab.reports`).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from hydralab.errors import mask_secrets, name_config_file, user_error
+
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "HYDRALAB_DEBUG"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,6 +29,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Hydranet experiments: baseline vs set-sum training of 3D scan regressors.",
         epilog="Lightning commands take --config FILE and --key.sub=value overrides; "
         "see `hydralab fit --help`.",
+    )
+    parser.add_argument(
+        DEBUG_FLAG,
+        action="store_true",
+        help=f"show the full traceback of an error (or set {DEBUG_ENV}=1); give it first",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, text in (
@@ -154,27 +165,43 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; an error is one line ``hydralab: error: ...`` and exit code 2.
+
+    User errors and environment faults (``ValueError``, ``OSError``, YAML and W&B errors, a
+    non-finite loss, running out of memory) print their message alone: it names the culprit,
+    and a traceback would bury it. Ctrl-C exits with 130 and says how to resume. Any other
+    exception is a bug in hydralab: its traceback is printed, with a line asking to report it.
+    ``--debug`` (first) or ``HYDRALAB_DEBUG=1`` lets every exception through with its traceback.
+    """
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes")
+    if argv[:1] == [DEBUG_FLAG]:
+        debug, argv = True, argv[1:]
+        if from_command_line:  # LightningCLI reads sys.argv itself
+            sys.argv = [sys.argv[0], *argv]
     try:
         return _run(argv, from_command_line)
-    except ValueError as error:
-        # DatasetError and configuration errors name the culprit: show the message, not a trace.
-        print(f"hydralab: error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        # A full disk (CheckpointWriteError), a folder that cannot be written: the message says
-        # which file and what failed; a traceback would only bury it.
-        print(f"hydralab: error: {_describe_os_error(error)}", file=sys.stderr)
-        return 2
-
-
-def _describe_os_error(error: OSError) -> str:
-    """``strerror: filename`` without Python's ``[Errno N]`` prefix, which tells a user nothing."""
-    if not error.strerror:
-        return str(error)
-    files = [f for f in (error.filename, error.filename2) if f is not None]
-    return ": ".join([error.strerror, *(str(f) for f in files)])
+    except KeyboardInterrupt as interrupt:
+        if debug:
+            raise
+        hint = getattr(interrupt, "resume_hint", None)  # RunInterrupted knows its last.ckpt
+        print(f"hydralab: {hint() if hint else 'interrupted'}", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if debug:
+            raise
+        message = user_error(error)
+        if message is not None:
+            print(f"hydralab: error: {mask_secrets(message)}", file=sys.stderr)
+            return 2
+        traceback.print_exc()
+        print(
+            f"hydralab: unexpected {type(error).__name__} (traceback above): if your input "
+            "looks right, this is a bug in hydralab; please report it with the traceback",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def _run(argv: list[str], from_command_line: bool) -> int:
@@ -182,8 +209,15 @@ def _run(argv: list[str], from_command_line: bool) -> int:
         from hydralab.training.runner import quiet_environment, run_cli
 
         quiet_environment()
-        # LightningCLI reads sys.argv itself; passing it too would trigger its double-args warning.
-        run_cli(None if from_command_line else argv)
+        try:
+            # LightningCLI reads sys.argv itself; passing it too would trigger its double-args
+            # warning. A rejected config raises rather than print ~100 lines of usage.
+            run_cli(None if from_command_line else argv, exit_on_error=False)
+        except ValueError as error:
+            named = name_config_file(str(error), argv[1:])
+            if named == str(error):
+                raise
+            raise ValueError(named) from error
         return 0
     args = _parser().parse_args(argv)
     if args.command == "make-data":

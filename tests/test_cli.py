@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import wandb
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+from hydralab import cli as cli_module
 from hydralab.cli import main
 from hydralab.training.metrics import agreement_metrics
 from hydralab.training.runner import run_cli
@@ -160,3 +163,134 @@ def test_bad_dataset_is_reported_without_a_traceback(tmp_path: Path, capsys):
     )
     assert code == 2
     assert "missing column(s) ['label']" in capsys.readouterr().err
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("model:\n  lrr: 1.0\n", ": Subcommand 'fit' does not accept option 'model.lrr'"),
+        ("model:\n  lr: fast\n", ": Parser key \"model.lr\": Expected a <class 'float'>"),
+        ("model:\n  lr: [1\n", ": not valid YAML: expected ',' or ']'"),
+        ("model:\n  lr: -1\n", ": model.lr must be a finite number > 0, got -1"),
+    ],
+    ids=["unknown-key", "wrong-type", "yaml-syntax", "negative-lr"],
+)
+def test_a_bad_config_is_one_line_naming_the_file_without_usage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+):
+    config = _write(tmp_path / "my config.yaml", text)
+    base = f"--config={CONFIGS / 'blobs' / 'baseline.yaml'}"
+    assert main(["fit", base, "--config", str(config), f"--tracking.root={tmp_path}"]) == 2
+    captured = capsys.readouterr()
+    error_lines = [line for line in captured.err.splitlines() if line.startswith("hydralab")]
+    assert len(error_lines) == 1, captured.err
+    assert error_lines[0].startswith(f"hydralab: error: {config}{expected}")
+    assert "usage:" not in captured.err + captured.out and "Traceback" not in captured.err
+    assert not (tmp_path / "blobs-baseline").exists()  # refused before a run folder is made
+
+
+def test_a_config_error_in_a_section_file_names_that_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    """`data: data.yaml` puts a section in another file: the error names that file."""
+    _write(tmp_path / "data.yaml", "csv: x.csv\nbatch_sise: 4\n")
+    config = _write(tmp_path / "run.yaml", "data: data.yaml\nmodel:\n  lr: 0.1\n")
+    assert main(["fit", f"--config={config}"]) == 2
+    err = capsys.readouterr().err
+    assert f"hydralab: error: {tmp_path / 'data.yaml'}: " in err and "data.batch_sise" in err
+
+
+def test_a_missing_config_file_and_a_bad_override_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    missing = tmp_path / "nope.yaml"
+    assert main(["fit", f"--config={missing}"]) == 2
+    assert capsys.readouterr().err == (
+        f"hydralab: error: Parser key \"config\": File does not exist: '{missing}'\n"
+    )
+    # Set on the command line, which wins over the file: no file is blamed.
+    base = f"--config={CONFIGS / 'blobs' / 'baseline.yaml'}"
+    assert main(["fit", base, "--model.lr=-1", f"--tracking.root={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("hydralab: error: model.lr must be a finite number > 0, got -1.0\n")
+    assert err.count("hydralab: error:") == 1
+
+
+def test_lightning_help_still_works(capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--help"])
+    assert exit_.value.code == 0 and "--model.lr" in capsys.readouterr().out
+
+
+def _raising(error: BaseException):
+    def run(argv: list[str], from_command_line: bool) -> int:
+        raise error
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (yaml.YAMLError("mapping values are not allowed here"), "not valid YAML: mapping values"),
+        (FloatingPointError("training loss became nan at step 3"), "training loss became nan"),
+        (wandb.errors.CommError("Network error (ConnectTimeout)"), "W&B: Network"),
+        (OSError(28, "No space left on device", "/r/x.ckpt"), "No space left on device: /r/x.ckpt"),
+        (
+            MisconfigurationException("GPUAccelerator can not run on your system"),
+            "Lightning: GPUAccelerator can not run",
+        ),
+    ],
+    ids=["yaml", "nan-loss", "wandb", "oserror", "lightning"],
+)
+def test_expected_errors_are_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], error, expected
+):
+    monkeypatch.setattr(cli_module, "_run", _raising(error))
+    assert main(["fit"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hydralab: error: {expected}") and err.count("\n") == 1
+
+
+def test_an_unexpected_error_shows_its_traceback_and_a_hint(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    """A bug must not hide behind a one-liner: its traceback, then what to do, exit 1."""
+    monkeypatch.setattr(cli_module, "_run", _raising(TypeError("unsupported operand")))
+    assert main(["fit"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and "TypeError: unsupported operand" in err
+    assert err.splitlines()[-1].startswith("hydralab: unexpected TypeError (traceback above)")
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_debug_lets_the_traceback_through(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], how: str
+):
+    monkeypatch.setattr(cli_module, "_run", _raising(ValueError("bad input")))
+    argv = ["fit"]
+    if how == "flag":
+        argv.insert(0, "--debug")
+    else:
+        monkeypatch.setenv("HYDRALAB_DEBUG", "1")
+    with pytest.raises(ValueError, match="bad input"):
+        main(argv)
+    assert capsys.readouterr().err == ""
+
+
+def test_ctrl_c_exits_130_and_the_key_is_never_printed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    monkeypatch.setattr(cli_module, "_run", _raising(KeyboardInterrupt()))
+    assert main(["fit"]) == 130
+    assert capsys.readouterr().err == "hydralab: interrupted\n"
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setattr(cli_module, "_run", _raising(ValueError(f"bad key {'k' * 40}")))
+    assert main(["fit"]) == 2
+    assert capsys.readouterr().err == "hydralab: error: bad key ***\n"

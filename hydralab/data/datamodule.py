@@ -10,6 +10,7 @@ can bring new scans of another size to it even when ``data.shape`` is not set.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -111,10 +112,19 @@ class HydraDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         SetSpec(method, k, p)
-        if batch_size < 1 or batch_size % k:
+        for key, value, minimum in (
+            ("batch_size", batch_size, 1),
+            ("seed", seed, 0),
+            ("split_seed", split_seed, 0),
+            ("subset_seed", subset_seed, 0),
+            ("n_train", 1 if n_train is None else n_train, 1),
+            ("num_workers", num_workers, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"data.{key} must be an integer >= {minimum}, got {value!r}")
+        if batch_size % k:
             raise ValueError(
-                f"batch_size counts images and must be a positive multiple of k={k}, "
-                f"got batch_size={batch_size}"
+                f"data.batch_size must be a multiple of k={k}, got batch_size={batch_size}"
             )
         if augment_on not in AUGMENT_ON:
             raise ValueError(
@@ -122,15 +132,10 @@ class HydraDataModule(pl.LightningDataModule):
                 f"'device' (batched, on the training device), got {augment_on!r}"
             )
         if shape is not None and (len(shape) != 3 or min(shape) < 2):
-            raise ValueError(f"shape must be three sizes >= 2, got {shape!r}")
-        for key, value, minimum in (
-            ("seed", seed, 0),
-            ("split_seed", split_seed, 0),
-            ("subset_seed", subset_seed, 0),
-            ("n_train", 1 if n_train is None else n_train, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"data.{key} must be an integer >= {minimum}, got {value!r}")
+            raise ValueError(f"data.shape must be three sizes >= 2, got {shape!r}")
+        _check_ranges(rotation=(rotation, 0, math.inf), translation=(translation, 0, math.inf))
+        _check_ranges(val_fraction=(val_fraction, 0, 1))
+        _check_ranges(test_fraction=(test_fraction, 0, 1 - val_fraction))
         self.save_hyperparameters()
         self.csv = csv
         self.method = method
@@ -336,3 +341,12 @@ class HydraDataModule(pl.LightningDataModule):
         """The records of a loaded split, in loader order (for prediction tables)."""
         scans = self._load_predict() if split == "predict" else self.scans[split]
         return [scan.record for scan in scans]
+
+
+def _check_ranges(**settings: tuple[float, float, float]) -> None:
+    """Each ``data.KEY=(value, low, high)`` must be a finite number in [low, high)."""
+    for key, (value, low, high) in settings.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and low <= value < high):
+            bounds = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g})"
+            raise ValueError(f"data.{key} must be a finite number {bounds}, got {value!r}")

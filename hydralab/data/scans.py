@@ -39,6 +39,7 @@ def read_nifti(path: Path) -> tuple[torch.Tensor, np.ndarray]:
     a corrupt scan is caught instead of trained on.
     """
     image = nib.load(path)
+    check_volume_shape(tuple(image.shape))
     data = image.get_fdata(dtype=np.float32)
     if data.ndim == 5 and data.shape[3] == 1:  # NIfTI keeps time as the 4th axis
         data = data[:, :, :, 0, :]
@@ -46,18 +47,40 @@ def read_nifti(path: Path) -> tuple[torch.Tensor, np.ndarray]:
     return torch.from_numpy(np.ascontiguousarray(data)), image.affine
 
 
+class NotAVolume(DatasetError):
+    """A NIfTI whose shape is not one 3D volume; :func:`_read_volume` adds the file's name."""
+
+
+def check_volume_shape(shape: tuple[int, ...]) -> None:
+    """Refuse a file shape that is not one 3D volume, before TorchIO pads it to one.
+
+    TorchIO turns a 2D image (x, y) into (1, x, y, 1), which ``data.shape`` then pads into a
+    3D scan that trains without a word; a single slice (x, y, 1) is the same 2D image. Extra
+    axes of size 1 are fine: (x, y, z, 1) is the 3D scan it holds.
+    """
+    spatial, extra = shape[:3], shape[3:]
+    if len(spatial) < 3 or min(spatial) < 2:
+        raise NotAVolume(
+            f"has shape {shape}: a 2D image (or a single slice); hydralab needs a 3D volume "
+            "(data.shape does not make one)"
+        )
+    volumes = int(np.prod(extra)) if extra else 1
+    if volumes != 1:
+        raise NotAVolume(
+            f"has {volumes} volumes (a 4D image, shape {shape}); hydralab needs one 3D volume"
+        )
+
+
 def _read_volume(path: Path, image_class: type[tio.Image], what: str, subject: str) -> tio.Image:
     """Read one NIfTI and check it is a finite 3D volume; ``what`` and the subject name it."""
     try:
         image = image_class(path, reader=read_nifti)
         image.load()
+    except NotAVolume as error:
+        raise DatasetError(f"{what} {path} (subject {subject!r}) {error}") from None
     except READ_ERRORS as error:
         raise DatasetError(f"cannot read {what} {path} (subject {subject!r}): {error}") from error
     data = image.data
-    if data.ndim != 4 or data.shape[0] != 1:
-        raise DatasetError(
-            f"{what} {path} has {data.shape[0]} volumes (a 4D image); hydralab needs one 3D volume"
-        )
     if data.numel() == 0:
         raise DatasetError(f"{what} {path} is empty (shape {tuple(data.shape[1:])})")
     if not torch.isfinite(data).all():

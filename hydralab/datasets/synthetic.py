@@ -1,20 +1,16 @@
 """Built-in synthetic 3D datasets with one global label per scan, hard in the ways real scans are.
 
-Two tasks, both written as NIfTI volumes (1 mm isotropic, identity affine) plus a ``dataset.csv``:
+Each writes NIfTI volumes and a ``dataset.csv``. ``blobs``: label = number of bright blobs (the
+paper's Figure 1, in 3D). ``lesions``: label = lesion volume in voxels, the voxel count of the
+saved ``masks/<subject>.nii.gz``. ``pvs`` / ``wmh``: lesion count / volume (mm^3) on the MNI152
+brain template (:mod:`hydralab.datasets.anatomy`, spacing ``FIELD_OF_VIEW / size`` mm).
 
-* ``blobs``: label = number of bright blobs (the paper's Figure 1, in 3D).
-* ``lesions``: label = total lesion volume in voxels, exactly the voxel count of the saved
-  ``masks/<subject>.nii.gz``.
-
-Both draw on a shared "anatomy" so a model cannot count bright voxels blindly: an ellipsoidal
-tissue region whose size, position and contrast vary between scans, smooth texture, a
-multiplicative bias field, a per-scan intensity scale and offset, and additive noise. Intensities
-are saved raw (positive, background roughly 100-300): the brightest blob usually sets the scan's
-maximum, so per-scan min-max rescaling leaks the label through the mean intensity, as it does on
-real data. ``difficulty`` scales every nuisance factor; 0 gives clean, noise-free scans.
-
-Each scan is drawn from its own generator seeded by (seed, task, index), so a scan does not
-depend on how many scans the dataset has, and the same spec always gives the same data.
+``blobs`` and ``lesions`` (1 mm, identity affine) share an ellipsoidal "anatomy" whose size,
+position and contrast vary, so a model cannot count bright voxels blindly; smooth texture, a bias
+field, a per-scan intensity scale and offset, and noise. Intensities are saved raw (background
+roughly 100-300): the brightest blob usually sets the maximum, so per-scan min-max rescaling leaks
+the label, as on real data. ``difficulty`` scales every nuisance; 0 gives clean scans. Each scan
+has its own generator seeded by (seed, task, index): the same spec always gives the same data.
 """
 
 from __future__ import annotations
@@ -30,8 +26,10 @@ import numpy as np
 from scipy import ndimage
 
 from hydralab.data.nifti import SPLITS
+from hydralab.datasets.anatomy import ANATOMY_TASKS, make_anatomy_scan
 
-TASKS = ("blobs", "lesions")
+# Appended, never reordered: the index seeds each scan's generator (subject_rng).
+TASKS = ("blobs", "lesions", *ANATOMY_TASKS)
 CSV_COLUMNS = ("subject", "image", "label", "split")
 MIN_SIZE = 12
 # Largest blob count at the reference cube side; it scales with the volume.
@@ -80,17 +78,16 @@ def _require_int(name: str, value: object, minimum: int) -> None:
 
 
 def make_dataset(spec: SyntheticSpec, out_dir: str | Path) -> Path:
-    """Write out_dir/images/<subject>.nii.gz (float32, 3D, identity affine) and out_dir/dataset.csv.
+    """Write out_dir/images/<subject>.nii.gz (float32, 3D) and out_dir/dataset.csv.
 
-    Subjects are numbered across the splits in the order train, val, test. The ``lesions`` task
-    also writes ``masks/<subject>.nii.gz`` (uint8), which the CSV does not list. Returns the CSV
-    path; ``image`` in the CSV is relative to the CSV's folder.
+    Subjects are numbered across the splits in the order train, val, test. Every task but
+    ``blobs`` also writes its lesion mask, ``masks/<subject>.nii.gz`` (uint8), which the CSV does
+    not list; ``pvs`` and ``wmh`` write a region mask ``roi/<subject>.nii.gz`` (the CSV's ``roi``
+    column). Returns the CSV path; paths in the CSV are relative to the CSV's folder.
     """
     spec.validate()
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    if spec.task == "lesions":
-        (out / "masks").mkdir(exist_ok=True)
     counts = (spec.n_train, spec.n_val, spec.n_test)
     splits = [split for split, n in zip(SPLITS, counts, strict=True) for _ in range(n)]
     width = max(4, len(str(len(splits) - 1)))
@@ -98,19 +95,27 @@ def make_dataset(spec: SyntheticSpec, out_dir: str | Path) -> Path:
     for index, split in enumerate(splits):
         subject = f"{spec.task}_{index:0{width}d}"
         rng = subject_rng(spec.seed, spec.task, index)
+        affine, masks = np.eye(4), {}
         if spec.task == "blobs":
             image, label = make_blobs_scan(rng, spec.size, spec.difficulty)
-        else:
+        elif spec.task == "lesions":
             image, mask = make_lesions_scan(rng, spec.size, spec.difficulty)
-            label = float(np.count_nonzero(mask))
-            _save_nifti(mask.astype(np.uint8), out / "masks" / f"{subject}.nii.gz")
+            label, masks = float(np.count_nonzero(mask)), {"masks": mask}
+        else:
+            scan = make_anatomy_scan(rng, spec.task, spec.size, spec.difficulty)
+            image, label, affine = scan.image, scan.label, scan.affine
+            masks = {"masks": scan.lesions, "roi": scan.region}
+        for folder, mask in masks.items():
+            (out / folder).mkdir(exist_ok=True)
+            _save_nifti(mask.astype(np.uint8), out / folder / f"{subject}.nii.gz", affine)
         relative = f"images/{subject}.nii.gz"
-        _save_nifti(image.astype(np.float32), out / relative)
-        rows.append((subject, relative, repr(float(label)), split))
+        _save_nifti(image.astype(np.float32), out / relative, affine)
+        roi = [f"roi/{subject}.nii.gz"] if "roi" in masks else []
+        rows.append((subject, relative, repr(float(label)), split, *roi))
     csv_path = out / "dataset.csv"
     with csv_path.open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow(CSV_COLUMNS + ("roi",) * (spec.task in ANATOMY_TASKS))
         writer.writerows(rows)
     return csv_path
 
@@ -120,8 +125,8 @@ def subject_rng(seed: int, task: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, TASKS.index(task), index])
 
 
-def _save_nifti(array: np.ndarray, path: Path) -> None:
-    image = nib.Nifti1Image(array, np.eye(4))
+def _save_nifti(array: np.ndarray, path: Path, affine: np.ndarray) -> None:
+    image = nib.Nifti1Image(array, affine)
     image.header.set_xyzt_units("mm")
     nib.save(image, path)
 

@@ -12,6 +12,11 @@ Storage (``--storage``, else ``$HYDRALAB_STORAGE``, else a SQLite file in the sw
 With a database, a worker records a heartbeat every ``heartbeat.interval`` seconds while a trial
 runs; a trial whose heartbeat is older than ``heartbeat.grace_period`` is failed by the next
 worker that looks, and Optuna's retry callback queues it again (see :mod:`.trials`).
+
+A storage that cannot be opened (a server that refuses, or accepts and never answers, within
+:data:`CONNECT_TIMEOUT_S`; a SQLite folder that cannot be made; a missing file to read) raises
+:class:`StorageError`: one line with the masked URL and the file or host, which ``hydralab``
+prints without a traceback.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,7 +40,17 @@ from hydralab.sweeps.trials import RETRY_ARGUMENT, RetryCallback, retry_history
 
 DEFAULT_ROOT = "runs/sweeps"
 STORAGE_ENV = "HYDRALAB_STORAGE"
+CONNECT_TIMEOUT_S = 10
+"""Seconds a database server has to answer a connection: one that accepts it and then says
+nothing (a firewall, a stuck server) would otherwise hang a sweep for minutes."""
+SERVER_DRIVERS = ("postgresql", "mysql")
+"""URL schemes whose drivers take ``connect_timeout`` (psycopg, pymysql, mysqlclient)."""
 T = TypeVar("T")
+
+
+class StorageError(ValueError):
+    """The storage cannot be opened or read. The message is one line naming the masked URL and
+    the file or host; a ``ValueError``, so ``hydralab`` prints it without a traceback."""
 
 
 def default_storage_url(sweep_dir: Path) -> str:
@@ -70,36 +86,113 @@ def masked(url: str) -> str:
         return "<unparsable storage URL>"
 
 
-def open_storage(url: str, spec: SweepSpec) -> BaseStorage:
-    """The storage behind ``url``, with heartbeat and retry where the backend has them."""
-    journal = journal_path(url)
-    if journal is not None:
-        from optuna.storages.journal import JournalFileBackend
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL, else None (another backend, or in memory)."""
+    if not url.startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-        journal.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(journal)))
-    engine_kwargs: dict[str, Any] = {}
+    try:
+        database = make_url(url).database
+    except ArgumentError:
+        return None
+    return Path(database) if database and database != ":memory:" else None
+
+
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine options: SQLite waits for a lock, a server answers within
+    :data:`CONNECT_TIMEOUT_S` (unless the URL sets its own ``connect_timeout``)."""
     if url.startswith("sqlite"):
         # Workers and their heartbeat threads write to one file: wait for its lock, don't fail.
-        engine_kwargs["connect_args"] = {"timeout": 60}
-        database = url.split(":///", 1)[-1]
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        callback = ReportingRetry(max_retry=spec.max_retry)
-        storage = retry_races(
-            lambda: RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=spec.heartbeat_interval,
-                grace_period=spec.grace_period,
-                **{RETRY_ARGUMENT: callback},
+        return {"connect_args": {"timeout": 60}}
+    if url.split(":", 1)[0].split("+", 1)[0] in SERVER_DRIVERS and "connect_timeout" not in url:
+        return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
+    return {}
+
+
+def open_storage(url: str, spec: SweepSpec) -> BaseStorage:
+    """The storage behind ``url``, with heartbeat and retry where the backend has them.
+
+    Raises:
+        StorageError: the storage cannot be opened (see :func:`storage_errors`).
+    """
+    with storage_errors(url):
+        journal = journal_path(url)
+        if journal is not None:
+            from optuna.storages.journal import JournalFileBackend
+
+            journal.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(journal)))
+        database = sqlite_path(url)
+        if database is not None:
+            database.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            callback = ReportingRetry(max_retry=spec.max_retry)
+            storage = retry_races(
+                lambda: RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs(url),
+                    heartbeat_interval=spec.heartbeat_interval,
+                    grace_period=spec.grace_period,
+                    **{RETRY_ARGUMENT: callback},
+                )
             )
-        )
-    if url.startswith("sqlite"):
-        _serialize_sqlite(storage.engine)
-    return storage
+        if url.startswith("sqlite"):
+            _serialize_sqlite(storage.engine)
+        return storage
+
+
+@contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """Turn a failure to reach or use the storage into one :class:`StorageError` line.
+
+    The driver's own words are kept (``Connection refused``, ``unable to open database
+    file``), with the file or host they are about and the URL masked; a password that the
+    driver repeated is masked too.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except StorageError:
+        raise
+    except (SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError, ImportError) as e:
+        raise StorageError(f"storage {masked(url)}: {_reason(e, url)}") from None
+
+
+def _reason(error: BaseException, url: str) -> str:
+    """What went wrong, in one line, naming the file or the host."""
+    from sqlalchemy.engine import make_url
+
+    if isinstance(error, optuna.exceptions.StorageInternalError) and error.__cause__:
+        error = error.__cause__
+    if isinstance(error, OSError) and error.filename:
+        # mkdir(exist_ok=True) says "File exists" when a file stands where a folder should be
+        why = "a file is in the way" if isinstance(error, FileExistsError) else error.strerror
+        return f"cannot create or write {error.filename}: {why}"
+    if isinstance(error, OSError):
+        text = error.strerror or str(error)
+    elif isinstance(error, ImportError):
+        text = f"no database driver for this URL ({error})"
+    else:
+        text = str(getattr(error, "orig", None) or error)
+    lines = [line.strip() for line in text.splitlines()]
+    text = " ".join(line for line in lines if line and not line.startswith("(Background on"))
+    database = sqlite_path(url)
+    if database is not None and str(database) not in text:
+        text = f"{text} ({database})"
+    elif url.startswith(SERVER_DRIVERS):
+        parsed = make_url(url)
+        where = f"{parsed.host}:{parsed.port}" if parsed.port else str(parsed.host)
+        if "timeout" in text:
+            text = f"no answer from {where} within {CONNECT_TIMEOUT_S} s ({text})"
+        elif str(parsed.host) not in text:
+            text = f"{text} (server {where})"
+        if parsed.password:
+            text = text.replace(parsed.password, "***")
+    return text
 
 
 class ReportingRetry(RetryCallback):
@@ -198,18 +291,29 @@ def fail_trials_without_heartbeat(study: optuna.Study, storage: RDBStorage) -> N
 
 
 def load_study(url: str, study: str) -> optuna.Study:
-    """Open an existing study to read it (nothing is written), journal files included."""
-    journal = journal_path(url)
-    if journal is not None:
-        from optuna.storages.journal import JournalFileBackend
+    """Open an existing study to read it (nothing is written), journal files included.
 
-        if not journal.is_file():
-            raise ValueError(f"journal storage {journal} does not exist")
-        backend: Any = JournalStorage(JournalFileBackend(str(journal)))
-    else:
-        backend = url
-    try:
-        return optuna.load_study(study_name=study, storage=backend)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(backend)]
-        raise ValueError(f"no study {study!r} in the storage; it holds {names}") from None
+    Raises:
+        StorageError: the storage cannot be reached, or its file does not exist (SQLAlchemy
+            would otherwise create an empty database and report no study).
+        ValueError: the storage holds no study of that name; the message lists those it holds.
+    """
+    journal = journal_path(url)
+    database = sqlite_path(url)
+    for path in (journal, database):
+        if path is not None and not path.is_file():
+            raise StorageError(f"storage {masked(url)}: {path} does not exist (is the path right?)")
+    with storage_errors(url):
+        if journal is not None:
+            from optuna.storages.journal import JournalFileBackend
+
+            backend: BaseStorage = JournalStorage(JournalFileBackend(str(journal)))
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                backend = RDBStorage(url, engine_kwargs=engine_kwargs(url))
+        try:
+            return optuna.load_study(study_name=study, storage=backend)
+        except KeyError:
+            names = [s.study_name for s in optuna.get_all_study_summaries(backend)]
+    raise ValueError(f"no study {study!r} in the storage; it holds {names}")

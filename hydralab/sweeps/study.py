@@ -28,6 +28,7 @@ from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from hydralab.sweeps.preflight import check_sweep, needs_check, sampler_points
 from hydralab.sweeps.spec import SweepSpec, SweepSpecError
 from hydralab.sweeps.storage import (
     DEFAULT_ROOT,
@@ -44,10 +45,15 @@ from hydralab.sweeps.trials import (
     SWEEP,
     Counts,
     count_trials,
+    live_trials,
     queued_point,
     requeue_interrupted,
     surplus_reason,
 )
+
+
+class SweepFailed(ValueError):
+    """Every trial of a sweep failed: one line saying how many, and why the first did."""
 
 
 def grid_order(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -249,16 +255,22 @@ def run_sweep(
 ) -> Counts:
     """Run (or resume) a sweep with ``workers`` local processes sharing one storage.
 
+    Before anything is created (the sweep's folder, the study), the config of every trial to
+    run is checked (:mod:`.preflight`); a complete study is not checked again.
+
     Returns:
-        The study's counts at the end.
+        The study's counts at the end; some trials may have failed (their progress lines and
+        ``error`` attributes say why).
 
     Raises:
+        SweepSpecError: a trial's config is refused, or the study was made by another sweep.
+        StorageError: the storage cannot be opened.
+        SweepFailed: every trial failed.
         RuntimeError: a worker process died (a failed trial does not count: it is recorded).
     """
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     sweep_dir = (Path(out) / spec.study).resolve()
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     url = resolve_storage_url(storage_url, sweep_dir)
     print(
         f"[{spec.study}] {spec.target_trials()} trials ({spec.sampler}), {workers} worker(s), "
@@ -266,6 +278,11 @@ def run_sweep(
         flush=True,
     )
     _quiet_logs()
+    if needs_check(spec, url):
+        points = queued_points(spec) if spec.sampler == "grid" else sampler_points(spec)
+        checked = check_sweep(spec, sweep_dir, points)
+        print(f"[{spec.study}] {checked} distinct config(s) checked", flush=True)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
     # Made here first, so that workers only load it; interrupted trials are queued once.
     study = open_study(spec, open_storage(url, spec))
     for number in requeue_interrupted(study):
@@ -275,7 +292,21 @@ def run_sweep(
     else:
         counts = _run_processes(spec, sweep_dir, url, workers)
     print(f"[{spec.study}] finished: {counts.line()}", flush=True)
+    if counts.failed and not counts.complete and not counts.pruned:
+        study = optuna.load_study(study_name=spec.study, storage=open_storage(url, spec))
+        raise SweepFailed(_all_failed(spec, study, counts.failed))
     return counts
+
+
+def _all_failed(spec: SweepSpec, study: optuna.Study, failed: int) -> str:
+    """The one line of :class:`SweepFailed`: how many trials failed, and the first's error."""
+    trials = [t for t in live_trials(study.get_trials()) if t.state == TrialState.FAIL]
+    first = min(trials, key=lambda trial: trial.number)
+    error = " ".join(str(first.user_attrs.get(ERROR, "no error recorded")).split())
+    return (
+        f"{spec.path}: all {failed} trial(s) of study {spec.study!r} failed; "
+        f"the first (trial {first.number}): {error}"
+    )
 
 
 def _run_processes(spec: SweepSpec, sweep_dir: Path, url: str, workers: int) -> Counts:

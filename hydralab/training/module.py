@@ -8,7 +8,9 @@ rule, and reports MSE, MAE, ICC(3,1), ICC(2,1) and Pearson r.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import inspect
+import math
+from typing import Any, Literal, get_args
 
 import lightning.pytorch as pl
 import numpy as np
@@ -24,6 +26,10 @@ from hydralab.training.metrics import agreement_metrics
 Loss = Literal["mse", "mae"]
 LabelScale = float | Literal["mean", "std"]
 LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss}
+ZeroMode = Literal["paper", "anchored", "skip"]
+ZERO_MODES: tuple[str, ...] = get_args(ZeroMode)
+LrSchedule = Literal["none", "cosine"]
+LR_SCHEDULES: tuple[str, ...] = get_args(LrSchedule)
 
 
 class HydraModule(pl.LightningModule):
@@ -68,12 +74,12 @@ class HydraModule(pl.LightningModule):
         k: int = 1,
         p: float = 0.0,
         loss: Loss = "mse",
-        zero_mode: Literal["paper", "anchored", "skip"] = "paper",
+        zero_mode: ZeroMode = "paper",
         label_scale: LabelScale = 1.0,
         optimizer: str = "Adadelta",
         lr: float = 1.0,
         optimizer_kwargs: dict[str, Any] | None = None,
-        lr_schedule: Literal["none", "cosine"] = "none",
+        lr_schedule: LrSchedule = "none",
         memory_chunk: ChunkSize = "auto",
         memory_chunk_threshold: int = DEFAULT_CHUNK_THRESHOLD,
         image_loss_steps: int = 0,
@@ -85,14 +91,19 @@ class HydraModule(pl.LightningModule):
             raise ValueError(f"model.{error}") from None
         if loss not in LOSSES:
             raise ValueError(f"model.loss must be one of {sorted(LOSSES)}, got {loss!r}")
-        if not hasattr(torch.optim, optimizer):
-            raise ValueError(f"model.optimizer {optimizer!r} is not a torch.optim class")
+        _check_optimizer(optimizer, lr, optimizer_kwargs)
+        if zero_mode not in ZERO_MODES:
+            raise ValueError(f"model.zero_mode must be one of {ZERO_MODES}, got {zero_mode!r}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"model.lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}"
+            )
         if isinstance(label_scale, str) and label_scale not in ("mean", "std"):
             raise ValueError(
                 f"model.label_scale must be a number, 'mean' or 'std', got {label_scale!r}"
             )
-        if isinstance(label_scale, (int, float)) and not label_scale > 0:
-            raise ValueError(f"model.label_scale must be positive, got {label_scale}")
+        if isinstance(label_scale, (int, float)) and not 0 < label_scale < math.inf:
+            raise ValueError(f"model.label_scale must be positive and finite, got {label_scale}")
         if memory_chunk not in (None, "auto") and (
             isinstance(memory_chunk, bool) or not isinstance(memory_chunk, int) or memory_chunk < 1
         ):
@@ -141,9 +152,7 @@ class HydraModule(pl.LightningModule):
         self.label_scale.fill_(float(value))
 
     def configure_optimizers(self) -> Any:
-        kwargs = self.hparams.optimizer_kwargs
-        if kwargs is None:
-            kwargs = {"rho": 0.95} if self.hparams.optimizer == "Adadelta" else {}
+        kwargs = _optimizer_kwargs(self.hparams.optimizer, self.hparams.optimizer_kwargs)
         optimizer_cls = getattr(torch.optim, self.hparams.optimizer)
         optimizer = optimizer_cls(self.parameters(), lr=self.hparams.lr, **kwargs)
         if self.hparams.lr_schedule == "none":
@@ -218,3 +227,28 @@ class HydraModule(pl.LightningModule):
         self, batch: dict[str, torch.Tensor], batch_idx: int
     ) -> dict[str, torch.Tensor]:
         return {"index": batch["index"][:, 0], "prediction": self.predict_scans(batch["images"])}
+
+
+def _check_optimizer(name: str, lr: float, kwargs: dict[str, Any] | None) -> None:
+    """Build the optimiser once on a dummy parameter, so a bad ``model.lr`` or
+    ``model.optimizer_kwargs`` stops the run before any scan is read, naming the key (torch's
+    own error, raised at the first training step, names neither)."""
+    optimizer_cls = getattr(torch.optim, str(name), None)
+    if not (inspect.isclass(optimizer_cls) and issubclass(optimizer_cls, torch.optim.Optimizer)):
+        raise ValueError(f"model.optimizer {name!r} is not a torch.optim optimiser class")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf:
+        raise ValueError(f"model.lr must be a finite number > 0, got {lr!r}")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise ValueError(f"model.optimizer_kwargs must be a mapping, got {kwargs!r}")
+    kwargs = _optimizer_kwargs(name, kwargs)
+    try:
+        optimizer_cls([torch.zeros(1, requires_grad=True)], lr=lr, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"model.optimizer_kwargs {kwargs} for {name}: {error}") from None
+
+
+def _optimizer_kwargs(name: str, kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """The optimiser's further arguments: the paper's rho 0.95 for Adadelta unless given."""
+    if kwargs is None:
+        return {"rho": 0.95} if name == "Adadelta" else {}
+    return dict(kwargs)

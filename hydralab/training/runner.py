@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import os
 import signal
 import sys
@@ -35,12 +36,16 @@ from lightning.pytorch.loggers import CSVLogger
 from hydralab.data.datamodule import HydraDataModule
 from hydralab.training.callbacks import PredictionsCSV, TestPredictionsCSV, TrainSubjectsCSV
 from hydralab.training.checkpoints import (
+    CKPT_KEYWORDS,
     LAST_CHECKPOINT,
     AtomicCheckpointIO,
     RunCheckpoint,
+    check_weights,
     find_last_checkpoint,
+    read_checkpoint,
 )
 from hydralab.training.module import HydraModule
+from hydralab.training.runs import RunFolderError, RunInterrupted, claim_run_dir, discard_run_dir
 from hydralab.training.tracking import WandbSummaryCallback, finish_wandb, make_wandb_logger
 
 
@@ -66,72 +71,12 @@ class Tracking:
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
 
 
-class RunFolderError(ValueError):
-    """The run folder cannot be created; raised before any scan is read or any step is trained.
-
-    A ``ValueError``, so ``hydralab`` prints the message without a traceback.
-    """
-
-
 class ConfigRejected(ValueError):
     """The Lightning CLI rejected the arguments or config; the message is its one-line error.
 
     Raised by :func:`run_cli` with ``exit_on_error=False`` (a sweep trial), where the CLI would
     otherwise print its usage and exit.
     """
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped a run; says where its ``last.ckpt`` is and how to resume.
-
-    A ``KeyboardInterrupt``, so Python callers (a sweep worker) stop as well rather than record
-    a failure and go on.
-    """
-
-    def __init__(self, run_dir: Path | None, last: Path | None) -> None:
-        self.run_dir = run_dir
-        self.last = last
-        super().__init__(self.resume_hint())
-
-    def resume_hint(self) -> str:
-        if self.last is None:
-            return f"interrupted before any checkpoint was saved (run folder {self.run_dir})"
-        config = self.last.parent.parent / "config.yaml"
-        return (
-            f"interrupted; {self.last} holds the last saved state. Resume with: "
-            f'hydralab fit --config "{config}" --ckpt_path last'
-        )
-
-
-def claim_run_dir(parent: Path) -> Path:
-    """Create and return the first free ``parent/version_N``.
-
-    ``mkdir`` either creates the folder or fails, so two runs starting at the same moment (sweep
-    workers) never share one.
-
-    Raises:
-        RunFolderError: ``parent`` cannot be created or written (read-only, a file in the way).
-    """
-    try:
-        return _claim_run_dir(parent)
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise RunFolderError(
-            f"cannot create a run folder in {parent}: {reason} ({error.filename or parent}); "
-            "set --tracking.root to a writable folder"
-        ) from error
-
-
-def _claim_run_dir(parent: Path) -> Path:
-    parent.mkdir(parents=True, exist_ok=True)
-    number = sum(1 for p in parent.iterdir() if p.name.startswith("version_"))
-    while True:
-        candidate = parent / f"version_{number}"
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            number += 1
 
 
 def run_outputs() -> list[Callback]:
@@ -145,10 +90,19 @@ class HydraCLI(LightningCLI):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.run_dir: Path | None = None
+        self.checkpoint: tuple[str, dict[str, Any]] | None = None  # --ckpt_path, its weights
         self.test_metrics: dict[str, float] = {}
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("trainer_defaults", {"callbacks": run_outputs()})
-        super().__init__(HydraModule, HydraDataModule, *args, **kwargs)
+        try:
+            super().__init__(HydraModule, HydraDataModule, *args, **kwargs)
+        except Exception:
+            # No litter: a start that failed before its first step leaves no run folder.
+            if self.run_dir is not None:
+                finish_wandb(1)  # W&B writes into the folder until its run is finished
+                trainer = getattr(self, "trainer", None)
+                discard_run_dir(self.run_dir, trainer.global_step if trainer else 0)
+            raise
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_class_arguments(Tracking, "tracking")
@@ -200,8 +154,22 @@ class HydraCLI(LightningCLI):
                 raise RunFolderError(
                     f"--ckpt_path=last: no {LAST_CHECKPOINT} in {parent}/version_*/checkpoints"
                 )
+        path = section.get("ckpt_path")
+        if path is not None and str(path) not in CKPT_KEYWORDS and "://" not in str(path):
+            # Before Lightning reads the saved hyperparameters from it: which file, what is wrong.
+            init_args = inspect.signature(HydraModule).parameters
+            safe = section.get("weights_only") is not False
+            saved = read_checkpoint(path, subcommand == "fit", init_args, safe)["state_dict"]
+            self.checkpoint = (path, saved)
+
+    def check_ckpt_path(self) -> None:
+        """Refuse weights that do not fit the model before the run folder is claimed."""
+        if self.checkpoint is not None:
+            check_weights(*self.checkpoint, self.model.state_dict())
+            self.checkpoint = None
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        self.check_ckpt_path()
         tracking: Tracking = self._get(self.config_init, "tracking")
         self.run_dir = claim_run_dir(Path(tracking.root) / tracking.name)
         loggers: list[Any] = [CSVLogger(self.run_dir, name="", version="")]
@@ -316,6 +284,44 @@ def run_cli(
         sys.argv = argv
         _restore_sigint(sigint)
         finish_wandb(exit_code)
+
+
+class _ConfigCheck(HydraCLI):
+    """HydraCLI that stops after building the model and the data module: no trainer, no run
+    folder, no W&B run, no scan read; its subcommand only reads the dataset table."""
+
+    def _set_seed(self) -> None:
+        """Leave the caller's random state (and the log) alone: nothing is drawn here."""
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        self.check_ckpt_path()
+        return None
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        if subcommand == "predict":
+            self.datamodule.predict_records()
+        else:
+            self.datamodule.records()
+
+
+def check_config(args: Sequence[str]) -> None:
+    """Validate a ``fit | validate | test | predict`` command line without running it.
+
+    A sweep checks every grid point before its first trial: the parser checks keys and types,
+    the model's and data module's ``__init__`` check values, and the dataset table is read and
+    its rows checked (no image is loaded). Nothing is written.
+
+    Raises:
+        ConfigRejected: the parser rejected a key or a value (the key is named).
+        ValueError: the model or the data module refused a value.
+        DatasetError: the dataset CSV is missing or a row is invalid (the file is named).
+    """
+    argv = sys.argv
+    sys.argv = argv[:1]
+    try:
+        _ConfigCheck(args=list(args), parser_kwargs={"exit_on_error": False})
+    finally:
+        sys.argv = argv
 
 
 def _as_list(value: Any) -> list[Any]:

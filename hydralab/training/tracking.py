@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 Mode = Literal["offline", "online", "disabled"]
 MODES: tuple[str, ...] = get_args(Mode)
 
+INIT_TIMEOUT_S = 15.0
+"""How long ``wandb.init`` may try to reach the server of an ``online`` run (W&B's own default,
+90 s with retries, hung a run ~100 s without network)."""
+
 STEP_METRIC = "trainer/global_step"
 """The x axis Lightning's WandbLogger logs every metric against."""
 
@@ -53,6 +57,13 @@ def make_wandb_logger(
     ``online`` takes the API key from ``WANDB_API_KEY`` only, so no key is ever written into a
     config or a file by hydralab.
 
+    ``online`` without a reachable server does not hang: ``wandb.init`` gives up after
+    :data:`INIT_TIMEOUT_S` (``$WANDB_INIT_TIMEOUT`` if set), and the run **falls back to
+    offline**, saying so in one line on stderr with the ``wandb sync`` command that uploads it
+    later. A run that trains is worth more than its live dashboard, and a sweep keeps going
+    through a network outage. A key W&B refuses is an error (:class:`WandbKeyError`), not a
+    fallback: it will not fix itself.
+
     Raises:
         ValueError: an unknown ``mode``; ``online`` without ``WANDB_API_KEY``; a config key
             that looks like a credential.
@@ -68,7 +79,10 @@ def make_wandb_logger(
     _reject_credentials(config)
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
-    logger = WandbLogger(
+    import wandb
+
+    timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", INIT_TIMEOUT_S))
+    logger = FallbackWandbLogger(
         save_dir=os.fspath(save_dir),
         project=project,
         name=name,
@@ -77,6 +91,7 @@ def make_wandb_logger(
         tags=[tags] if isinstance(tags, str) else list(tags),
         config=config,
         mode=mode,
+        settings=wandb.Settings(init_timeout=timeout),
     )
     # Lightning always passes `anonymous=None`, which current wandb warns about on every run;
     # the setting has no effect, so leave it out of wandb.init's arguments.
@@ -84,6 +99,49 @@ def make_wandb_logger(
     if init_kwargs.get("anonymous", "absent") is None:
         del init_kwargs["anonymous"]
     return logger
+
+
+class WandbKeyError(ValueError):
+    """W&B refused the key in ``WANDB_API_KEY``; the message never holds the key."""
+
+
+class FallbackWandbLogger(WandbLogger):
+    """A WandbLogger whose ``online`` run falls back to offline when W&B cannot be reached.
+
+    See :func:`make_wandb_logger`. Only the first start of an online run is guarded; errors of
+    an offline run, or after the run has started, are W&B's own.
+    """
+
+    @property
+    def experiment(self) -> Any:
+        import wandb
+
+        try:
+            return WandbLogger.experiment.fget(self)
+        except wandb.errors.AuthenticationError as error:
+            raise WandbKeyError(
+                f"W&B refused the key in WANDB_API_KEY ({_without_key(error)}); check the key, "
+                "or use --tracking.wandb_mode=offline and `wandb sync` the run later"
+            ) from None
+        except wandb.errors.Error as error:
+            if self._experiment is not None or self._wandb_init.get("mode") != "online":
+                raise
+            runs = Path(self._wandb_init["dir"]) / "wandb"
+            print(
+                f"hydralab: warning: W&B online failed ({type(error).__name__}: "
+                f"{_without_key(error)}); logging this run offline instead: upload it later "
+                f"with `wandb sync {runs}/offline-run-*`",
+                file=sys.stderr,
+            )
+            self._wandb_init["mode"] = "offline"
+            return WandbLogger.experiment.fget(self)
+
+
+def _without_key(error: BaseException) -> str:
+    """An error's message on one line, without its advice lines and never with the key."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    key = os.environ.get("WANDB_API_KEY", "")
+    return text.replace(key, "***") if len(key) >= 4 else text
 
 
 class WandbSummaryCallback(pl.Callback):

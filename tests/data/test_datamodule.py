@@ -194,7 +194,17 @@ def test_crop_or_pad_to_a_fixed_shape_around_the_centre_of_mass(tmp_path: Path):
     [
         ({"method": "hydranet", "k": 0}, "k .* must be an integer >= 1"),
         ({"method": "hydranet", "k": 2, "p": 1.0}, r"p .* must be in \[0, 1\)"),
-        ({"method": "hydranet", "k": 4, "batch_size": 6}, "multiple of k=4"),
+        (
+            {"method": "hydranet", "k": 4, "batch_size": 6},
+            "data.batch_size must be a multiple of k=4, got batch_size=6",
+        ),
+        ({"batch_size": 0}, "data.batch_size must be an integer >= 1, got 0"),
+        ({"shape": (8, 8)}, r"data.shape must be three sizes >= 2, got \(8, 8\)"),
+        ({"rotation": -1.0}, "data.rotation must be a finite number >= 0, got -1.0"),
+        ({"translation": float("nan")}, "data.translation must be a finite number >= 0"),
+        ({"val_fraction": 1.0}, r"data.val_fraction must be a finite number in \[0, 1\)"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, r"data.test_fraction .* in \[0, 0.5\)"),
+        ({"num_workers": -1}, "data.num_workers must be an integer >= 0"),
         ({"method": "baseline", "k": 2}, "baseline uses k=1"),
         ({"method": "hydra"}, "method must be"),
         ({"normalization": "max"}, "normalization must be"),
@@ -225,7 +235,7 @@ def _replace_scan(csv: Path, index: int, writer) -> Path:
         (lambda p: p.write_bytes(gzip.compress(b"not a nifti" * 50)), "cannot read scan"),
         (
             lambda p: nib.save(nib.Nifti1Image(np.ones((4, 4, 4, 2), np.float32), np.eye(4)), p),
-            "2 volumes \\(a 4D image\\)",
+            "has 2 volumes \\(a 4D image, shape \\(4, 4, 4, 2\\)\\)",
         ),
         (
             lambda p: nib.save(

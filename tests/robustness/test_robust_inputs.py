@@ -63,6 +63,31 @@ def test_a_4d_scan_with_one_volume_is_a_3d_scan(tmp_path: Path):
     assert _load(path).data.shape == (1, 12, 12, 12)
 
 
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((12, 12), r"has shape \(12, 12\): a 2D image"),
+        ((12, 12, 1), r"has shape \(12, 12, 1\): a 2D image \(or a single slice\)"),
+        ((12, 12, 6, 3), r"has 3 volumes \(a 4D image, shape \(12, 12, 6, 3\)\)"),
+        ((12, 12, 6, 1, 2), r"has 2 volumes \(a 4D image, shape \(12, 12, 6, 1, 2\)\)"),
+    ],
+    ids=["2d", "one-slice", "4d", "5d"],
+)
+def test_a_scan_that_is_not_one_3d_volume_is_refused_whatever_data_shape_says(
+    tmp_path: Path, shape: tuple[int, ...], message: str
+):
+    """TorchIO reads a 2D image as (1, x, y, 1); a fixed data.shape used to pad it into a 3D
+    scan that trained without a word. The file's own shape is checked before any padding."""
+    path = tmp_path / "flat.nii.gz"
+    array = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(array, np.eye(4)), path)
+    record = ScanRecord("s01", path, 1.0, "train")
+    with pytest.raises(DatasetError, match=message) as error:
+        load_scan(record, preprocessing("minmax", None, (12, 12, 12), "mass"))
+    assert str(error.value).startswith(f"scan {path} (subject 's01') has ")
+    assert error.value.__cause__ is None  # the message is the whole story
+
+
 @pytest.mark.parametrize("normalization", ["minmax", "percentile", "zscore"])
 @pytest.mark.parametrize("value", [0.0, 7.0])
 def test_a_constant_scan_is_refused_naming_the_file(tmp_path: Path, normalization, value):

@@ -1,5 +1,6 @@
 """Robustness of a run: paths with spaces, negative labels, an output folder that cannot be
-written, a disk filling up during a checkpoint, and Ctrl-C followed by ``--ckpt_path last``.
+written, a disk filling up during a checkpoint, Ctrl-C followed by ``--ckpt_path last`` (which
+keeps the best of the whole run), checkpoints that cannot serve, and failed starts (no litter).
 
 Tiny runs: 12^3 scans, one set of K = 4 a step, two steps an epoch, validation every epoch (so a
 checkpoint every second step; Lightning skips the validation at the ``max_steps`` step itself).
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -28,6 +30,7 @@ import yaml
 from hydralab.cli import main
 from hydralab.data.datamodule import HydraDataModule
 from hydralab.training.checkpoints import LAST_CHECKPOINT, CheckpointWriteError
+from hydralab.training.outputs import PREDICTION, TEST_PREDICTIONS
 from hydralab.training.runner import RunFolderError, RunInterrupted, run_cli
 from tests.helpers.scans import make_tiny_dataset
 
@@ -234,6 +237,39 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_ones(
     assert [_step(checkpoints / name) for name in files] == [2, 2]
 
 
+@pytest.mark.slow
+def test_disk_full_as_torch_reports_it_is_one_line_from_the_command_line(
+    tmp_path: Path, csv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    """torch.save's zip writer says ``RuntimeError: [enforce fail at inline_container.cc:672]
+    unexpected pos`` on a full disk: the CLI still prints one line, exits 2, keeps step 2's."""
+    real_save, real_usage = torch.save, shutil.disk_usage
+
+    def fills_the_disk(obj, f, *args, **kwargs):
+        if not isinstance(obj, dict) or obj.get("global_step", 0) < 4:
+            return real_save(obj, f, *args, **kwargs)
+        f.write(b"\x00" * 1000)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    def no_room(path):
+        return real_usage(path)._replace(free=0)
+
+    monkeypatch.setattr(torch, "save", fills_the_disk)
+    monkeypatch.setattr(shutil, "disk_usage", no_room)
+    assert main(_args(csv, tmp_path / "runs", "--trainer.max_steps=6")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "RuntimeError" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("hydralab:")]
+    assert line == err.strip().splitlines()[-1]
+    assert line.startswith("hydralab: error: could not write checkpoint") and "at step 4" in line
+    assert "No space left on device" in line and "--ckpt_path last" in line
+    (checkpoints,) = (tmp_path / "runs" / "blobs-hydranet").glob("version_*/checkpoints")
+    monkeypatch.setattr(torch, "save", real_save)
+    files = sorted(checkpoints.iterdir())
+    assert [p.name for p in files] == ["best-epoch=0-step=2.ckpt", LAST_CHECKPOINT]
+    assert [_step(p) for p in files] == [2, 2]
+
+
 # -- Ctrl-C, then resume ------------------------------------------------------------------------
 
 
@@ -288,3 +324,138 @@ def test_ctrl_c_keeps_last_ckpt_and_ckpt_path_last_resumes_from_it(
 def test_ckpt_path_last_without_a_previous_run(tmp_path: Path, csv: Path):
     with pytest.raises(RunFolderError, match="--ckpt_path=last: no last.ckpt in"):
         run_cli(_args(csv, tmp_path / "runs", "--ckpt_path=last", subcommand="test"))
+
+
+@pytest.mark.slow
+def test_a_resumed_run_tests_the_best_checkpoint_of_the_whole_run(tmp_path: Path, csv: Path):
+    """Ctrl-C at step 5, then ``--ckpt_path last``: the same best and test metrics as a run of
+    eight steps in one go (seed 0). Here the best is step 2's, before the interruption, and the
+    resumed part validates worse: without the restored bookkeeping it would test one of its own.
+    """
+    whole = run_cli(_args(csv, tmp_path / "whole", "--trainer.max_steps=8"))
+    root = tmp_path / "interrupted"
+    with pytest.raises(RunInterrupted):
+        run_cli(_args(csv, root, "--trainer.max_steps=8"), callbacks=[CtrlC(at=5)])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="The dirpath has changed")
+        resumed = run_cli(_args(csv, root, "--trainer.max_steps=8", "--ckpt_path=last"))
+
+    expected, got = whole.trainer.checkpoint_callback, resumed.trainer.checkpoint_callback
+    assert Path(got.best_model_path).name == Path(expected.best_model_path).name
+    assert _step(Path(got.best_model_path)) == _step(Path(expected.best_model_path)) == 2
+    assert Path(got.best_model_path).parent.parent != resumed.run_dir  # the first part's
+    assert float(got.best_model_score) == pytest.approx(float(expected.best_model_score))
+    own = pd.read_csv(resumed.run_dir / "metrics.csv")["val/icc_c1"].dropna()
+    assert len(own) == 2 and (own < float(got.best_model_score)).all()
+    assert resumed.test_metrics == pytest.approx(whole.test_metrics, abs=1e-6)
+    tested = pd.read_csv(resumed.run_dir / TEST_PREDICTIONS)
+    assert tested[PREDICTION].tolist() == pytest.approx(
+        pd.read_csv(whole.run_dir / TEST_PREDICTIONS)[PREDICTION].tolist(), abs=1e-6
+    )
+
+
+# -- a checkpoint that cannot serve -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A dataset and the best checkpoint of a two-step run on it."""
+    folder = tmp_path_factory.mktemp("trained")
+    csv = make_tiny_dataset(folder / "data", size=12)
+    fit = run_cli(_args(csv, folder / "runs", "--trainer.max_steps=2"))
+    return csv, Path(fit.trainer.checkpoint_callback.best_model_path)
+
+
+def _spoil(good: Path, path: Path, case: str) -> Path:
+    checkpoint = torch.load(good, weights_only=True)
+    if case == "garbage":
+        path.write_bytes(b"\x80\x02cos\nsystem\n.")  # torch's own error says weights_only=False
+    elif case == "truncated":
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif case == "bare-state-dict":
+        torch.save(checkpoint["state_dict"], path)
+    else:  # another model: one more key, and one of another shape
+        weights = checkpoint["state_dict"]
+        first = next(key for key, value in weights.items() if value.ndim)
+        weights[first] = torch.zeros(3, 3)
+        if case == "other-model-keys":
+            weights["head.extra.weight"] = torch.zeros(1)
+        torch.save(checkpoint, path)
+    return path
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "test", "predict"])
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("garbage", "holds objects that a safe (weights-only) load refuses (os.system)"),
+        ("truncated", "is not a PyTorch checkpoint (truncated or not a torch.save file)"),
+        ("bare-state-dict", "is a bare state_dict, not a Lightning checkpoint"),
+        ("other-model-keys", "holds weights of another model: missing keys none, unexpected"),
+        ("other-model-shapes", "holds weights of another model: model."),
+    ],
+)
+def test_an_unusable_checkpoint_is_one_line_naming_the_file(
+    tmp_path: Path, trained: tuple[Path, Path], capsys, subcommand: str, case: str, message: str
+):
+    csv, good = trained
+    path = _spoil(good, tmp_path / f"{case}.ckpt", case)
+    root = tmp_path / "runs"
+    assert main(_args(csv, root, f"--ckpt_path={path}", subcommand=subcommand)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hydralab: error: {path} ") and message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err and "weights_only=False" not in err
+    assert not list(root.glob("*/version_*"))  # refused before a run folder was claimed
+
+
+# -- no litter: a start that fails leaves no run folder ------------------------------------------
+
+
+class FailsAt(pl.Callback):
+    """A ValueError (as a bad value found mid-run would raise) before training step ``at``."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.at:
+            raise ValueError(f"failed at step {self.at}")
+
+
+def test_a_dataset_error_in_setup_leaves_no_run_folder(tmp_path: Path, csv: Path, capsys):
+    scan = csv.parent / pd.read_csv(csv)["image"].iloc[-1]  # a test scan: read in setup
+    scan.write_bytes(b"not a NIfTI file")
+    root = tmp_path / "runs"
+    for subcommand in ("fit", "test"):
+        assert main(_args(csv, root, subcommand=subcommand)) == 2
+        err = capsys.readouterr().err
+        assert str(scan) in err and "Traceback" not in err
+        assert not list(root.glob("*/version_*"))
+
+
+def test_a_failure_while_making_the_trainer_leaves_no_run_folder(
+    tmp_path: Path, csv: Path, monkeypatch: pytest.MonkeyPatch
+):
+    def no_wandb(run_dir: Path, **kwargs):
+        (run_dir / "wandb" / "run-x").mkdir(parents=True)  # W&B had started writing
+        (run_dir / "wandb" / "run-x" / "run-x.wandb").write_bytes(b"header")
+        raise ValueError("W&B could not start")
+
+    monkeypatch.setattr("hydralab.training.runner.make_wandb_logger", no_wandb)
+    root = tmp_path / "runs"
+    with pytest.raises(ValueError, match="W&B could not start"):
+        run_cli(_args(csv, root, "--tracking.wandb_mode=offline"))
+    assert (root / "blobs-hydranet").is_dir() and not list(root.glob("*/version_*"))
+
+
+@pytest.mark.slow
+def test_a_run_that_trained_a_step_keeps_its_folder(tmp_path: Path, csv: Path):
+    root = tmp_path / "runs"
+    with pytest.raises(ValueError, match="failed at step 3"):
+        run_cli(_args(csv, root), callbacks=[FailsAt(at=3)])
+    (run_dir,) = root.glob("*/version_*")
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "train_subjects.csv").is_file()
+    assert _step(run_dir / "checkpoints" / LAST_CHECKPOINT) == 2
+    with pytest.raises(ValueError, match="failed at step 0"):  # before its first step: removed
+        run_cli(_args(csv, root), callbacks=[FailsAt(at=0)])
+    assert list(root.glob("*/version_*")) == [run_dir]

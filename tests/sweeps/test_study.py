@@ -103,10 +103,12 @@ def test_a_grid_study_queues_each_distinct_point_once(tmp_path: Path, tiny_csv: 
 def test_grid_sweep_runs_each_point_once_records_failures_and_resumes(
     tmp_path: Path, tiny_csv: Path, capsys: pytest.CaptureFixture[str]
 ):
-    space = {
-        "model.method": ["baseline", "hydranet"],
-        "data.n_train": [6, 99],  # the tiny train split has 8 scans: 99 fails at set-up
-    }
+    # A scan that is not NIfTI passes the check before the sweep (which reads no image) and
+    # fails its trials at set-up; the sweep records them and goes on.
+    (tiny_csv.parent / "images" / "garbage.nii.gz").write_bytes(b"not a NIfTI file")
+    broken = tiny_csv.with_name("broken.csv")
+    broken.write_text(tiny_csv.read_text().replace("s00.nii.gz", "garbage.nii.gz"))
+    space = {"model.method": ["baseline", "hydranet"], "data.csv": [str(tiny_csv), str(broken)]}
     sweep = write_sweep(
         tmp_path / "sweep.yaml",
         tiny_csv,
@@ -135,9 +137,10 @@ def test_grid_sweep_runs_each_point_once_records_failures_and_resumes(
         assert trial.user_attrs[CONFIG]["model.p"] == 0.0
 
     for trial in trials:
-        if trial.params["data.n_train"] == 99:
+        if trial.params["data.csv"] == str(broken):
             assert trial.state == TrialState.FAIL
-            assert "n_train=99 is larger than the train split" in trial.user_attrs[ERROR]
+            assert "DatasetError: cannot read scan" in trial.user_attrs[ERROR]
+            assert "garbage.nii.gz" in trial.user_attrs[ERROR]
             continue
         assert trial.state == TrialState.COMPLETE
         attrs = trial.user_attrs

@@ -142,6 +142,15 @@ def test_f0_is_logged_each_training_epoch(tiny_csv: Path, tmp_path):
         ({"method": "baseline", "k": 4}, "baseline uses k=1"),
         ({"method": "hydranet", "k": 2, "p": 1.5}, "p "),
         ({"image_loss_steps": -1}, "model.image_loss_steps"),
+        ({"lr": -1}, r"model.lr must be a finite number > 0, got -1"),
+        ({"lr": 0.0}, r"model.lr must be a finite number > 0, got 0.0"),
+        ({"lr": float("nan")}, "model.lr"),
+        ({"label_scale": float("inf")}, "model.label_scale must be positive and finite"),
+        ({"optimizer": "lr_scheduler"}, "model.optimizer 'lr_scheduler'"),
+        ({"optimizer_kwargs": {"rho": 2.0}}, r"model.optimizer_kwargs \{'rho': 2.0\} for Adadelta"),
+        ({"optimizer": "SGD", "optimizer_kwargs": {"nope": 1}}, "model.optimizer_kwargs .*nope"),
+        ({"zero_mode": "zero"}, "model.zero_mode"),
+        ({"lr_schedule": "step"}, "model.lr_schedule"),
     ],
 )
 def test_bad_settings_are_named(kwargs, message):

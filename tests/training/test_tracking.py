@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from hydralab.training.tracking import (
+    INIT_TIMEOUT_S,
+    WandbKeyError,
     WandbSummaryCallback,
     _wait_for_exit_record,
     finish_wandb,
@@ -257,3 +260,64 @@ def test_make_wandb_logger_rejects_bad_arguments(
 def test_summary_callback_rejects_a_metric_in_both_lists() -> None:
     with pytest.raises(ValueError, match=r"\['val/mse'\].*both max and min"):
         WandbSummaryCallback(max=("val/mse",), min=("val/mse",))
+
+
+def _finish_and_forget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finish the run and drop wandb's process-wide setup, which keeps the key it first read."""
+    import wandb
+
+    finish_wandb()
+    monkeypatch.undo()
+    wandb.teardown()
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on: connections are refused at once, as without network."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_online_without_a_server_falls_back_to_offline_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """wandb.init gives up after INIT_TIMEOUT_S (W&B's own retries hung ~100 s), and the run is
+    logged offline, with one line saying so and how to upload it later."""
+    _isolate_wandb(monkeypatch, tmp_path)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789" * 4)
+    logger = make_wandb_logger(tmp_path / "run", project="p", name="n", mode="online")
+    start = time.monotonic()
+    try:
+        run = logger.experiment
+        elapsed = time.monotonic() - start
+        assert run.settings.mode == "offline"
+        logger.log_metrics({"val/mse": 1.5}, 0)
+    finally:
+        _finish_and_forget(monkeypatch)
+    assert INIT_TIMEOUT_S <= 15 and elapsed < 30, elapsed
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("hydralab")]
+    assert line.startswith("hydralab: warning: W&B online failed (CommError: ")
+    assert f"logging this run offline instead: upload it later with `wandb sync {tmp_path}" in line
+    assert "0123456789" * 4 not in line
+    # The failed online attempt keeps its folder (its logs say what failed) beside the run.
+    (offline,) = [p for p in local_run_dirs(tmp_path / "run") if p.name.startswith("offline-")]
+    assert read_offline_run(offline)["summary"]["val/mse"] == 1.5
+
+
+def test_a_key_wandb_refuses_is_one_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _isolate_wandb(monkeypatch, tmp_path)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("WANDB_API_KEY", "tiny-key")
+    logger = make_wandb_logger(tmp_path / "run", project="p", mode="online")
+    start = time.monotonic()
+    try:
+        with pytest.raises(WandbKeyError, match="W&B refused the key in WANDB_API_KEY") as error:
+            logger.experiment  # noqa: B018 (the run starts on first use)
+    finally:
+        _finish_and_forget(monkeypatch)
+    assert time.monotonic() - start < 30
+    assert "tiny-key" not in str(error.value) and "\n" not in str(error.value)
+    assert "--tracking.wandb_mode=offline" in str(error.value)
