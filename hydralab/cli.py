@@ -45,7 +45,11 @@ def _parser() -> argparse.ArgumentParser:
         commands.add_parser(name, help=text, add_help=False)
 
     make = commands.add_parser("make-data", help="write a built-in synthetic dataset")
-    make.add_argument("task", choices=("blobs", "lesions"), help="blob count or lesion volume")
+    make.add_argument(
+        "task",
+        choices=("blobs", "lesions", "pvs", "wmh"),
+        help="blobs (count), lesions (volume), or on the MNI152 template pvs (count), wmh (volume)",
+    )
     make.add_argument("out", help="output folder (gets dataset.csv and images/)")
     make.add_argument("--n-train", type=int, default=30, help="training scans (default 30)")
     make.add_argument("--n-val", type=int, default=50, help="validation scans (default 50)")

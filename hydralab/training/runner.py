@@ -155,6 +155,8 @@ class HydraCLI(LightningCLI):
                     f"--ckpt_path=last: no {LAST_CHECKPOINT} in {parent}/version_*/checkpoints"
                 )
         path = section.get("ckpt_path")
+        if path is None and subcommand != "fit":  # an untrained model's numbers look like results
+            raise ConfigRejected(f"{subcommand} needs --ckpt_path (a checkpoint file, or 'last')")
         if path is not None and str(path) not in CKPT_KEYWORDS and "://" not in str(path):
             # Before Lightning reads the saved hyperparameters from it: which file, what is wrong.
             init_args = inspect.signature(HydraModule).parameters

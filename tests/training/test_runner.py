@@ -50,6 +50,15 @@ def test_a_missing_config_file_is_rejected(tmp_path: Path):
         run_cli(["fit", f"--config={tmp_path / 'missing.yaml'}"], exit_on_error=False)
 
 
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_evaluating_without_a_checkpoint_is_refused(tmp_path: Path, subcommand: str):
+    """Without ``--ckpt_path`` these would report an untrained model's numbers as results."""
+    args = [subcommand, f"--config={CONFIGS / 'blobs' / 'baseline.yaml'}"]
+    with pytest.raises(ConfigRejected, match=f"^{subcommand} needs --ckpt_path"):
+        run_cli([*args, f"--tracking.root={tmp_path}"], exit_on_error=False)
+    assert not any(tmp_path.iterdir())
+
+
 # -- check_config: a sweep's grid points checked before any trial ------------------------------
 
 
