@@ -426,11 +426,14 @@ def test_a_dataset_error_in_setup_leaves_no_run_folder(tmp_path: Path, csv: Path
     scan = csv.parent / pd.read_csv(csv)["image"].iloc[-1]  # a test scan: read in setup
     scan.write_bytes(b"not a NIfTI file")
     root = tmp_path / "runs"
-    for subcommand in ("fit", "test"):
-        assert main(_args(csv, root, subcommand=subcommand)) == 2
-        err = capsys.readouterr().err
-        assert str(scan) in err and "Traceback" not in err
-        assert not list(root.glob("*/version_*"))
+    assert main(_args(csv, root, subcommand="fit")) == 2
+    err = capsys.readouterr().err
+    assert str(scan) in err and "Traceback" not in err
+    assert not list(root.glob("*/version_*"))
+    # `test` without a checkpoint is refused before setup (an untrained model is no result)
+    assert main(_args(csv, root, subcommand="test")) == 2
+    assert "test needs --ckpt_path" in capsys.readouterr().err
+    assert not list(root.glob("*/version_*"))
 
 
 def test_a_failure_while_making_the_trainer_leaves_no_run_folder(
