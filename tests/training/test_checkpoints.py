@@ -162,34 +162,26 @@ def test_last_ckpt_follows_every_validation_after_a_plateau(
     tmp_path: Path, val_check_interval: float
 ):
     """The best stays at the first validation; ``last.ckpt`` still moves on to the last one."""
-    data = DataLoader(TensorDataset(torch.ones(4, 1)), batch_size=1)
-    checkpoint = RunCheckpoint(
-        dirpath=tmp_path, monitor="val/score", mode="max", save_last=True, filename="best-{step}"
-    )
-    trainer = Trainer(
-        max_epochs=2,
-        val_check_interval=val_check_interval,
-        callbacks=[checkpoint],
-        plugins=[AtomicCheckpointIO()],
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(Plateau(), data, data)
+    checkpoint = _plateau_fit(tmp_path, max_epochs=2, val_check_interval=val_check_interval)
     first = 4 if val_check_interval == 1.0 else 2
     assert Path(checkpoint.best_model_path).name == f"best-step={first}.ckpt"
     last = torch.load(tmp_path / LAST_CHECKPOINT, weights_only=False)
     assert last["global_step"] == 8
 
 
-def _plateau_fit(dirpath: Path, max_epochs: int, ckpt_path: Path | None = None) -> RunCheckpoint:
+def _plateau_fit(
+    dirpath: Path,
+    max_epochs: int,
+    ckpt_path: Path | None = None,
+    val_check_interval: float = 1.0,
+) -> RunCheckpoint:
     data = DataLoader(TensorDataset(torch.ones(4, 1)), batch_size=1)
     checkpoint = RunCheckpoint(
         dirpath=dirpath, monitor="val/score", mode="max", save_last=True, filename="best-{step}"
     )
     trainer = Trainer(
         max_epochs=max_epochs,
+        val_check_interval=val_check_interval,
         callbacks=[checkpoint],
         plugins=[AtomicCheckpointIO()],
         logger=False,
