@@ -253,8 +253,3 @@ def augmentation(
             )
         )
     return tio.Compose(steps)
-
-
-def voxel_spacing(image: tio.ScalarImage) -> tuple[float, float, float]:
-    """The voxel size in mm as plain floats."""
-    return tuple(float(s) for s in np.asarray(image.spacing))
