@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
-DEMO_DATA ?= data/blobs
+DEMO_DATA ?= data/pvs
 
 .DEFAULT_GOAL := help
 
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed  ## Create .venv and install hydralab with its dev tools
+install: $(VENV)/.installed  ## Create .venv and install hydralab with its dev tools and optuna-dashboard
 
 test: $(VENV)/.installed  ## Run the whole test suite (what CI runs)
 	$(PY) -m pytest -q

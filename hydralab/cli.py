@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Lightning commands take --config FILE and --key.sub=value overrides; "
         "see `hydralab fit --help`.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument(
         DEBUG_FLAG,
         action="store_true",
@@ -56,9 +57,18 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument(
         "--n-test", type=int, default=500, help="test scans (default 500: a tight test ICC)"
     )
-    make.add_argument("--size", type=int, default=16, help="cube side in voxels")
-    make.add_argument("--seed", type=int, default=0)
-    make.add_argument("--difficulty", type=float, default=2.0, help="nuisance scale")
+    make.add_argument(
+        "--size", type=int, default=16, help="cube side in voxels (default 16, a CPU budget)"
+    )
+    make.add_argument(
+        "--seed", type=int, default=0, help="the dataset's seed: same seed, same scans (default 0)"
+    )
+    make.add_argument(
+        "--difficulty",
+        type=float,
+        default=2.0,
+        help="scale of the nuisances: anatomy, texture, bias field, noise (default 2)",
+    )
 
     table = commands.add_parser(
         "make-table",
@@ -70,7 +80,12 @@ def _parser() -> argparse.ArgumentParser:
         "(images/NAME + masks/NAME).",
     )
     table.add_argument("root", help="the dataset's top folder")
-    table.add_argument("--layout", required=True, choices=("wmh-challenge", "bids", "flat"))
+    table.add_argument(
+        "--layout",
+        required=True,
+        choices=("wmh-challenge", "bids", "flat"),
+        help="how ROOT is organised (see above)",
+    )
     table.add_argument("--out", required=True, help="the CSV to write, e.g. ROOT/dataset.csv")
     table.add_argument(
         "--label", choices=("volume", "count"), default="volume", help="default volume"
@@ -113,10 +128,30 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--images-dir", help="flat: the images folder under ROOT (default images)")
     table.add_argument("--masks-dir", help="flat: the masks folder under ROOT (default masks)")
 
-    demo = commands.add_parser("demo", help="train baseline and Hydranet, print both")
-    demo.add_argument("--data", default="data/blobs", help="dataset folder (made if absent)")
-    demo.add_argument("--configs", default="configs/blobs", help="folder with the two configs")
-    demo.add_argument("--root", default="runs", help="where the runs go")
+    demo = commands.add_parser(
+        "demo",
+        help="train baseline and Hydranet on the built-in PVS-count data, print the report",
+        description="Make the built-in pvs dataset if absent, train both methods to their "
+        "validation plateau (a 4-minute cap per run), test them on 500 scans and print the "
+        "report: ICC, MSE, the difference with its interval, and the power line.",
+    )
+    demo.add_argument("--data", default="data/pvs", help="dataset folder (made if absent)")
+    demo.add_argument(
+        "--configs", default="configs/pvs", help="folder with baseline.yaml and hydranet.yaml"
+    )
+    demo.add_argument("--root", default="runs/demo", help="where the runs and report go")
+    demo.add_argument("--seeds", type=int, default=1, help="training seeds per method (default 1)")
+    demo.add_argument(
+        "--max-steps",
+        type=int,
+        help="cap each run at this many optimiser steps (default: the plateau rule's cap); "
+        "a small number gives a quick end-to-end look",
+    )
+    demo.add_argument(
+        "--max-time",
+        default="00:00:04:00",
+        help="wall-clock cap per run, DD:HH:MM:SS (default 00:00:04:00)",
+    )
 
     sweep = commands.add_parser(
         "sweep",
@@ -133,7 +168,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--study", help="study name (default: the file's `study`)")
     sweep.add_argument("--n-trials", type=int, help="trials in total (default: the file's)")
-    sweep.add_argument("--workers", type=int, default=1, help="local worker processes")
+    sweep.add_argument(
+        "--workers", type=int, default=1, help="worker processes, or SLURM jobs (default 1)"
+    )
+    sweep.add_argument(
+        "--launcher",
+        choices=("local", "slurm"),
+        default="local",
+        help="local: the workers run here; slurm: each is a job of a SLURM array, shaped by "
+        "the sweep file's slurm: block (docs/cluster.md)",
+    )
+    sweep.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        help="GPUs each worker gets: a whole number, a share (0.5: two workers per GPU) or 0 "
+        "(CPU only); default 1 where there are GPUs",
+    )
+    sweep.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a key of the sweep file's slurm: block, e.g. --slurm partition=gpu",
+    )
+    sweep.add_argument(
+        "--status", action="store_true", help="show the study's SLURM jobs and trial counts"
+    )
     sweep.add_argument("--out", default="runs/sweeps", help="sweeps folder (default runs/sweeps)")
     sweep.add_argument(
         "--set",
@@ -161,11 +221,61 @@ def _parser() -> argparse.ArgumentParser:
         "a storage; prediction paths are relative to it",
     )
     report.add_argument("--study", required=True, help="study name")
-    report.add_argument("--format", choices=("md", "csv", "latex"), default="md")
+    report.add_argument(
+        "--format",
+        choices=("md", "csv", "latex"),
+        default="md",
+        help="the table's format (default md)",
+    )
     report.add_argument("--out", default="reports", help="output folder (default reports)")
     report.add_argument("--n-resamples", type=int, default=2000, help="bootstrap resamples")
     report.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    report.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the tables and figures to a W&B run in the study's group",
+    )
+    report.add_argument(
+        "--wandb-mode",
+        choices=("offline", "online"),
+        default="offline",
+        help="offline (default; `wandb sync` uploads it later) or online (needs WANDB_API_KEY)",
+    )
+    report.add_argument("--project", default="hydralab", help="W&B project (default hydralab)")
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="serve optuna-dashboard on a sweep's storage, on 127.0.0.1",
+        description="Show studies in optuna-dashboard: each trial's validation curve (live "
+        "while it trains), its prediction plot and CSV, and a report's figures. Served on "
+        "127.0.0.1 only; Ctrl-C stops it.",
+    )
+    dashboard.add_argument(
+        "--study", help="the study to open (its storage: runs/sweeps/STUDY/study.db)"
+    )
+    dashboard.add_argument(
+        "--storage",
+        help="the storage URL or journal file; default $HYDRALAB_STORAGE, else "
+        "runs/sweeps/STUDY/study.db, else the only runs/sweeps/*/study.db",
+    )
+    dashboard.add_argument(
+        "--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)"
+    )
+    dashboard.add_argument(
+        "--artifacts",
+        help="the artifact folder (default: the one the sweep recorded, <sweep>/artifacts)",
+    )
     return parser
+
+
+def package_version() -> str:
+    """The installed hydralab's version, from its package metadata (pyproject.toml)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hydralab")
+    except PackageNotFoundError:  # imported from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -216,7 +326,7 @@ def _run(argv: list[str], from_command_line: bool) -> int:
         try:
             # LightningCLI reads sys.argv itself; passing it too would trigger its double-args
             # warning. A rejected config raises rather than print ~100 lines of usage.
-            run_cli(None if from_command_line else argv, exit_on_error=False)
+            run_cli(None if from_command_line else argv, exit_on_error=False, summary=True)
         except ValueError as error:
             named = name_config_file(str(error), argv[1:])
             if named == str(error):
@@ -243,7 +353,14 @@ def _run(argv: list[str], from_command_line: bool) -> int:
     if args.command == "demo":
         from hydralab.demo import run_demo
 
-        run_demo(args.data, args.configs, args.root)
+        run_demo(
+            args.data,
+            args.configs,
+            args.root,
+            seeds=args.seeds,
+            max_steps=args.max_steps,
+            max_time=args.max_time,
+        )
         return 0
     if args.command == "sweep":
         return _sweep(args)
@@ -256,6 +373,25 @@ def _run(argv: list[str], from_command_line: bool) -> int:
         )
         print(text)
         print("wrote " + ", ".join(str(path) for path in files))
+        if storage is not None:
+            from hydralab.sweeps.artifacts import upload_report_figures
+
+            if uploaded := upload_report_figures(storage, args.study, files):
+                print(f"uploaded {uploaded} figure(s) to the study's Optuna artifacts")
+        if args.wandb:
+            from hydralab.reports.wandb_upload import log_report_to_wandb
+
+            run = log_report_to_wandb(
+                args.study, files, args.out, project=args.project, mode=args.wandb_mode
+            )
+            sync = f"; upload it with `wandb sync {run}`" if args.wandb_mode == "offline" else ""
+            print(f"logged the report to the W&B run in {run}{sync}")
+        return 0
+    if args.command == "dashboard":
+        from hydralab.sweeps.dashboard import find_storage, serve_dashboard
+
+        storage = find_storage(args.storage, args.study)
+        serve_dashboard(storage, args.study, args.port, args.artifacts)
         return 0
     _parser().print_help()
     return 0
@@ -306,21 +442,40 @@ def _sweep(args: argparse.Namespace) -> int:
 
     from hydralab.sweeps.spec import load_spec
 
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            overrides[key] = yaml.safe_load(value)
-        except yaml.YAMLError as error:
-            problem = getattr(error, "problem", None) or type(error).__name__
-            raise ValueError(f"--set {item!r}: not valid YAML ({problem})") from None
-    spec = load_spec(args.file).with_changes(args.study, args.n_trials, overrides)
+    given: dict[str, dict[str, object]] = {"--set": {}, "--slurm": {}}
+    for flag, items in (("--set", args.set), ("--slurm", args.slurm)):
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
+            try:
+                given[flag][key] = yaml.safe_load(value)
+            except yaml.YAMLError as error:
+                problem = getattr(error, "problem", None) or type(error).__name__
+                raise ValueError(f"{flag} {item!r}: not valid YAML ({problem})") from None
+    spec = load_spec(args.file).with_changes(
+        args.study, args.n_trials, given["--set"], slurm=given["--slurm"]
+    )
+    if args.status:
+        from hydralab.sweeps.slurm import status
+
+        print(status(spec, args.out, args.storage))
+        return 0
+    if args.launcher == "slurm":
+        from hydralab.sweeps.slurm import submit_sweep
+
+        submit_sweep(spec, args.out, args.storage, args.workers, args.gpus_per_worker)
+        return 0
 
     from hydralab.sweeps.study import run_sweep
 
-    run_sweep(spec, out=args.out, storage_url=args.storage, workers=args.workers)
+    run_sweep(
+        spec,
+        out=args.out,
+        storage_url=args.storage,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+    )
     return 0
 
 

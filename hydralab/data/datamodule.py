@@ -61,12 +61,15 @@ class HydraDataModule(pl.LightningDataModule):
         roi_sigma: Gaussian sigma (voxels) of the region mask before it multiplies the scan;
             0 for a hard mask, None not to mask (crop only).
         roi_margin: voxels kept around the region's bounding box (one number or three).
-        flip_axes, rotation, translation: augmentation (rotation in rad, translation in voxels).
+        flip_axes: axes that training scans are flipped along, each with probability 0.5.
+        rotation: largest training rotation about each axis, in radians (paper: 0.2).
+        translation: largest training shift along each axis, in voxels (paper: 2).
         augment: apply the augmentation to training scans.
         augment_on: ``cpu``, per scan with TorchIO in the DataLoader, or ``device``, per batch
             with ``BatchAugmentation`` on the device the batch is moved to (the GPU), after the
             transfer: the same distributions, without the CPU resampling that leaves a GPU idle.
-        val_fraction, test_fraction: split sizes when the CSV has no ``split`` column.
+        val_fraction: share of scans drawn for validation when the CSV has no ``split`` column.
+        test_fraction: share of scans drawn for testing when the CSV has no ``split`` column.
         seed: the training randomness: the sampler's draws (augmentation follows
             ``seed_everything``). It never changes which scans are trained or tested on.
         split_seed: draws the val/test split when the CSV has no ``split`` column; fixed apart

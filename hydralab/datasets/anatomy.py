@@ -29,10 +29,11 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 ANATOMY_TASKS = ("pvs", "wmh")
-# Field of view (mm) and its centre in MNI space: both basal ganglia for pvs; the cerebral white
-# matter around the ventricles for wmh. At side 24 the spacing is 3 mm (pvs) and 5 mm (wmh).
-FIELD_OF_VIEW = {"pvs": 72.0, "wmh": 120.0}
-CENTRE_MM = {"pvs": (0.0, 0.0, 4.0), "wmh": (0.0, -12.0, 18.0)}
+# Field of view (mm) and its centre in MNI space: the right basal ganglia and thalamus for pvs (one
+# hemisphere, as visual PVS ratings score one side); the cerebral white matter around the
+# ventricles for wmh. At side 24 the spacing is 2 mm (pvs) and 5 mm (wmh).
+FIELD_OF_VIEW = {"pvs": 48.0, "wmh": 120.0}
+CENTRE_MM = {"pvs": (20.0, -2.0, 5.0), "wmh": (0.0, -12.0, 18.0)}
 MAX_PVS = 20
 # Nuisance amplitudes below are the designed, cohort-like level at the spec's default difficulty.
 REFERENCE_DIFFICULTY = 2.0
@@ -107,7 +108,7 @@ def _template(task: str, size: int) -> _Template:
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     ventricles = np.isin(labels, np.flatnonzero(sizes > 500))
-    deep = (np.abs(x) > 6) & (np.abs(x) < 34) & (y > -30) & (y < 26) & (z > -8) & (z < 18)
+    deep = (x > 6) & (x < 34) & (y > -18) & (y < 22) & (z > -8) & (z < 18)
     region = (gm > 0.5) & deep if task == "pvs" else (wm > 0.5) & (z > -5)
     # Block-average to about half the output spacing first: 8x less work at wmh's 5 mm.
     pool = max(1, int(spacing // 2))
@@ -253,23 +254,27 @@ def make_anatomy_scan(
     wm = wm * (1.0 - enlarged)
     csf = np.clip(brain - gm - wm, 0.0, 1.0)
     if task == "pvs":
-        # T2-like: CSF bright, grey above white; PVS are CSF-filled, so bright and partial-volumed.
+        # T2-like: CSF bright, grey above white. A PVS is fluid: its voxels take CSF's intensity,
+        # its neighbours a partial-volume share (a 0.5-voxel blur, scaled so the core is pure).
         contrast = (rng.uniform(0.55, 0.65), rng.uniform(0.38, 0.46), rng.uniform(0.9, 1.0))
         region = (region_map > 0.5) & (gm > 0.4)
         count = int(rng.integers(0, MAX_PVS + 1))
         lesions, count = _insert_pvs(rng, region, count, spacing)
         label = float(count)
-        boost = lesions * rng.uniform(0.35, 0.6, lesions.shape)
+        fluid = np.clip(ndimage.gaussian_filter(lesions.astype(np.float64), 0.5) / 0.62, 0, 1)
+        gm, wm = gm * (1.0 - fluid), wm * (1.0 - fluid)
+        csf = np.clip(csf + fluid * (1.0 - csf), 0.0, 1.0)
+        boost = np.zeros_like(gm)
     else:
-        # FLAIR-like: CSF dark, grey above white; lesions brighter than both.
+        # FLAIR-like: CSF dark, grey above white; lesions brighter than both, with blurred edges:
+        # the image sees partial volume, the label the binary mask.
         contrast = (rng.uniform(0.7, 0.8), rng.uniform(0.55, 0.62), rng.uniform(0.12, 0.22))
         region = (region_map > 0.5) & (wm > 0.5)
         lesions, count = _insert_wmh(rng, region, wm, distance, spacing)
         label = float(np.count_nonzero(lesions)) * spacing**3
-        boost = lesions * rng.uniform(0.45, 0.8)
+        boost = ndimage.gaussian_filter(lesions * rng.uniform(0.45, 0.8), 0.5)
     clean = BASE_INTENSITY * (contrast[0] * gm + contrast[1] * wm + contrast[2] * csf + 0.02)
-    # Partial-volume edges: the image sees a slightly blurred lesion, the label the binary mask.
-    clean = clean * (1.0 + ndimage.gaussian_filter(boost.astype(np.float64), 0.5))
+    clean = clean * (1.0 + boost)
     bias = _bias_field(rng, size, k)
     image = clean * bias * math.exp(rng.uniform(-0.25, 0.25) * k)
     sigma = rng.uniform(0.02, 0.04) * BASE_INTENSITY * contrast[1] * k

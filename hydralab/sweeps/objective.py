@@ -1,9 +1,12 @@
 """One trial: sampled values -> config overrides -> one Lightning ``fit`` -> the objective value.
 
 Each trial trains in its own folder, ``<sweep>/trials/trial-<number>/version_0``, with its own
-seed and its own W&B run (group = study, job type = method, tags = the sweep's plus the study
-and the trial), finished before the next trial starts. What a report needs later goes in the
-trial's user attributes:
+seed and its own W&B run (named like ``hydranet-N12-s0-t7`` by :func:`run_name`; group = study,
+job type = method, tags = the sweep's plus the study and the trial), finished before the next
+trial starts. Every validation reports the objective metric to the trial
+(:class:`~.trial_report.ReportToTrial`), so optuna-dashboard draws each trial's curve while it
+trains. A finished trial uploads its test-prediction plot and CSV as Optuna artifacts
+(:mod:`.artifacts`). What a report needs later goes in the trial's user attributes:
 
 - ``config``: every key the trial set on top of the base config (after the baseline's k=1, p=0
   and the batch-size rounding); ``seed``; ``output_dir`` (set before training, so a failed
@@ -37,10 +40,15 @@ from typing import Any
 
 import optuna
 
+from hydralab.data.sets import SetSpec
+from hydralab.sweeps.artifacts import ARTIFACTS_DIR, artifact_store, upload_trial_outputs
+from hydralab.sweeps.devices import describe_device
 from hydralab.sweeps.spec import SweepSpec
+from hydralab.sweeps.trial_report import ReportToTrial
 from hydralab.sweeps.trials import (
     BEST_CHECKPOINT,
     CONFIG,
+    DEVICE,
     ERROR,
     INTERRUPTED,
     OUTPUT_DIR,
@@ -68,6 +76,7 @@ def cli_args(spec: SweepSpec, overrides: dict[str, Any], sweep_dir: Path, number
     tracking = {
         "tracking.root": str(trial_dir(sweep_dir, number).parent),
         "tracking.name": trial_dir(sweep_dir, number).name,
+        "tracking.run_name": run_name(spec, overrides, number),
         "tracking.group": spec.study,
         "tracking.tags": [*spec.tags, f"study:{spec.study}", f"trial:{number}"],
     }
@@ -75,6 +84,21 @@ def cli_args(spec: SweepSpec, overrides: dict[str, Any], sweep_dir: Path, number
     return ["fit", f"--config={spec.base_config}"] + [
         f"--{key}={_cli_value(value)}" for key, value in values.items()
     ]
+
+
+def run_name(spec: SweepSpec, overrides: dict[str, Any], number: int) -> str:
+    """A trial's W&B run name: method, swept K, training-set size, seed and trial number, e.g.
+    ``hydranet-K4-N12-s0-t7`` (``Nall``: every training scan). The trial number keeps names
+    unique when other keys (p, the learning rate) are what differ."""
+    method = spec.method_of(overrides)
+    parts = [str(method or "run")]
+    if "model.k" in spec.space and "model.k" not in SetSpec.fixed_for(method):
+        parts.append(f"K{overrides.get('model.k')}")
+    if "data.n_train" in overrides:
+        n_train = overrides["data.n_train"]
+        parts.append("Nall" if n_train is None else f"N{n_train}")
+    parts += [f"s{overrides.get('seed_everything', '?')}", f"t{number}"]
+    return "-".join(parts)
 
 
 def _cli_value(value: Any) -> str:
@@ -95,6 +119,7 @@ class SweepObjective:
         self.spec = spec
         self.sweep_dir = Path(sweep_dir)
         self.skip = skip
+        self.artifacts = artifact_store(self.sweep_dir / ARTIFACTS_DIR)
 
     def __call__(self, trial: optuna.Trial) -> float:
         reason = self.skip(trial) if self.skip else None
@@ -128,11 +153,7 @@ class SweepObjective:
             raise
 
     def _run(self, trial: optuna.Trial, args: list[str]) -> HydraCLI:
-        callbacks = []
-        if self.spec.pruning:
-            from optuna_integration import PyTorchLightningPruningCallback
-
-            callbacks.append(PyTorchLightningPruningCallback(trial, monitor=self.spec.metric))
+        callbacks = [ReportToTrial(trial, self.spec.metric, prune=self.spec.pruning)]
         try:
             return run_cli(args, callbacks=callbacks, exit_on_error=False)
         except ConfigRejected as rejected:  # the CLI's one-line error, not its exit
@@ -146,6 +167,7 @@ class SweepObjective:
         trial.set_user_attr(RUN_DIR, str(cli.run_dir))
         # optimiser steps taken: below trainer.max_steps when max_time or early stopping ended it
         trial.set_user_attr(STEPS, int(cli.trainer.global_step))
+        trial.set_user_attr(DEVICE, describe_device(cli.trainer.strategy.root_device))
         for name, value in stopping_attrs(cli).items():
             trial.set_user_attr(name, value)
         checkpoint = cli.trainer.checkpoint_callback
@@ -158,6 +180,7 @@ class SweepObjective:
         predictions = cli.run_dir / PREDICTIONS_CSV
         if predictions.is_file():
             trial.set_user_attr(TEST_PREDICTIONS, str(predictions))
+            upload_trial_outputs(trial, cli.run_dir, self.artifacts)
         if not math.isfinite(value):
             raise ValueError(
                 f"no finite {self.spec.metric} was logged (got {value}); does validation run "

@@ -7,6 +7,7 @@ the first problem naming the file and the key.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -156,6 +157,71 @@ class Heartbeat(Section):
     max_retry: StrictInt = says("an integer >= 0", 3, ge=0)
 
 
+SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d{2})(?::(\d{2}))?$")
+"""SLURM's ``[days-]hours:minutes[:seconds]`` time limit."""
+MEMORY = re.compile(r"^\d+[KMGT]$")
+"""SLURM's memory with a unit: ``16G``, ``500M``."""
+
+
+class Slurm(Section):
+    """Resources of each SLURM job (one sweep worker), for ``hydralab sweep --launcher slurm``.
+
+    Only the job's shape: where the study lives is the sweep's storage, and how many jobs run
+    is ``--workers``. ``time`` is per job; a job that reaches it is requeued (see
+    :mod:`hydralab.sweeps.slurm`), so it may be shorter than the sweep.
+    """
+
+    partition: StrictStr | None = says("a partition name", None)
+    account: StrictStr | None = says("an account name", None)
+    time: StrictInt | StrictStr = says("minutes, or [days-]hours:minutes[:seconds]", 240)
+    gpus: StrictInt = says("an integer >= 0 (GPUs per worker)", 0, ge=0)
+    cpus: StrictInt = says("an integer >= 1 (CPUs per worker)", 1, ge=1)
+    mem: StrictInt | StrictStr | None = says("GB as an integer, or a size such as 16G", None)
+    setup: list[StrictStr] = says("a list of shell lines", [])
+    options: dict[StrictStr, StrictStr | StrictInt | None] = says(
+        "a mapping of sbatch options to values (e.g. {qos: high})", {}
+    )
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, value: int | str) -> int | str:
+        minutes = value if isinstance(value, int) else _slurm_minutes(value)
+        if minutes is None or minutes < 1:
+            raise Problem(f"must be at least 1 minute, as minutes or D-HH:MM[:SS], got {value!r}")
+        return value
+
+    @field_validator("mem")
+    @classmethod
+    def _memory(cls, value: int | str | None) -> int | str | None:
+        too_small = isinstance(value, int) and value < 1
+        if too_small or (isinstance(value, str) and not MEMORY.match(value)):
+            raise Problem(f"must be GB as an integer >= 1, or a size such as 16G, got {value!r}")
+        return value
+
+    @property
+    def minutes(self) -> int:
+        """The time limit in whole minutes (what submitit takes), at least 1."""
+        if isinstance(self.time, int):
+            return self.time
+        minutes = _slurm_minutes(self.time)
+        assert minutes is not None  # checked by the validator
+        return minutes
+
+    @property
+    def memory(self) -> str | None:
+        """The memory as sbatch takes it (``16G``), or None for the partition's default."""
+        return f"{self.mem}G" if isinstance(self.mem, int) else self.mem
+
+
+def _slurm_minutes(text: str) -> int | None:
+    """``[D-]HH:MM[:SS]`` in minutes (seconds rounded up), else None."""
+    found = SLURM_TIME.match(text.strip())
+    if found is None:
+        return None
+    days, hours, minutes, seconds = (int(part or 0) for part in found.groups())
+    return (days * 24 + hours) * 60 + minutes + (1 if seconds else 0)
+
+
 def _sampler_name(value: Any) -> Any:
     return {"name": value} if isinstance(value, str) else value
 
@@ -174,6 +240,7 @@ class SweepFile(Section):
     objective: Objective = says("a mapping", Objective())
     pruning: Pruning = says("a mapping", Pruning())
     heartbeat: Heartbeat = says("a mapping", Heartbeat())
+    slurm: Slurm | None = says("a mapping", None)
     tags: list[StrictStr] = says("a list of strings", [])
     _base_method: str | None = PrivateAttr(None)
 

@@ -18,10 +18,22 @@ A sweep file is YAML; paths in it are relative to the file itself::
     pruning: {enabled: false, n_startup_trials: 5, n_warmup_steps: 10}   # steps = epochs
     heartbeat: {interval: 60, grace_period: 120, max_retry: 3}
     tags: [learning-curve]                        # W&B tags of every trial
+    slurm:                                        # each worker's job, for --launcher slurm
+      partition: gpu                              # default: the cluster's default partition
+      time: "12:00:00"                            # per job (minutes, or [D-]HH:MM[:SS]); 240
+      gpus: 1                                     # GPUs per worker (0)
+      cpus: 8                                     # CPUs per worker (1)
+      mem: 32G                                    # per worker (an integer is GB); partition's
+      account: my-lab                             # optional, like the two below
+      setup: [module load cuda/12.4]              # shell lines run before the worker starts
+      options: {qos: normal}                      # any other sbatch option
 
-Pruning is Optuna's median pruner fed by optuna-integration's Lightning callback, which reports
-the objective metric at each validation with the epoch as its step. ``heartbeat`` applies to
-database storages (see :mod:`hydralab.sweeps.study`).
+Pruning is Optuna's median pruner fed by :class:`~hydralab.sweeps.trial_report.ReportToTrial`,
+which reports the objective metric at every validation (pruning or not, so the dashboard's
+curves are live) with the optimiser step as its step: ``n_warmup_steps`` counts steps.
+``heartbeat`` applies to database storages (see :mod:`hydralab.sweeps.study`). ``slurm`` is
+read only by the SLURM launcher (:mod:`hydralab.sweeps.slurm`) and is not part of the study's
+definition: a study started on one machine can be resumed on a cluster.
 
 Keys are the dotted keys of the Lightning CLI (``hydralab fit --help``). The rules the model
 imposes are applied per trial rather than rejected, so that one space can hold both methods:
@@ -51,7 +63,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hydralab.data.sets import SetSpec
-from hydralab.sweeps.schema import Choices, Range, SweepFile
+from hydralab.sweeps.schema import Choices, Range, Slurm, SweepFile
 from hydralab.sweeps.validation import SweepSpecError, read_yaml, validate
 
 __all__ = ["Dimension", "SweepSpec", "SweepSpecError", "load_spec", "parse_spec"]
@@ -128,6 +140,8 @@ class SweepSpec:
     max_retry: int | None = 3
     tags: tuple[str, ...] = ()
     base_method: str | None = None
+    slurm: Slurm = field(default_factory=Slurm)
+    """Each SLURM job's resources (the file's ``slurm`` block, else the defaults)."""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     """The file's YAML as read, for :meth:`with_changes` and :meth:`fingerprint`."""
 
@@ -212,9 +226,13 @@ class SweepSpec:
         study: str | None = None,
         n_trials: int | None = None,
         overrides: Mapping[str, Any] | None = None,
+        slurm: Mapping[str, Any] | None = None,
     ) -> SweepSpec:
-        """The same sweep with command-line changes, validated like the file's own values."""
+        """The same sweep with command-line changes, validated like the file's own values
+        (``slurm``: keys of the ``slurm`` block, e.g. ``{"partition": "gpu"}``)."""
         raw = copy.deepcopy(self.raw)
+        if slurm:
+            raw["slurm"] = {**(raw.get("slurm") or {}), **slurm}
         if study is not None:
             raw["study"] = study
         if n_trials is not None:
@@ -264,6 +282,7 @@ def parse_spec(raw: Any, path: Path) -> SweepSpec:
         max_retry=file.heartbeat.max_retry,
         tags=tuple(file.tags),
         base_method=file.base_method,
+        slurm=file.slurm or Slurm(),
         raw=raw,
     )
 

@@ -28,6 +28,8 @@ from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from hydralab.sweeps.artifacts import record_store
+from hydralab.sweeps.devices import assignment_line, run_with_environment, worker_environments
 from hydralab.sweeps.preflight import check_sweep, needs_check, sampler_points
 from hydralab.sweeps.spec import SweepSpec, SweepSpecError
 from hydralab.sweeps.storage import (
@@ -123,6 +125,10 @@ def open_study(spec: SweepSpec, storage: BaseStorage, worker_index: int = 0) -> 
             load_if_exists=True,
         )
     )
+    if study.metric_names != [spec.metric]:  # the dashboard's name for the objective value
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, still in 5.x
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([spec.metric])
     fingerprint = spec.fingerprint()
     stored = study.user_attrs.get(SWEEP)
     if stored is None:
@@ -160,7 +166,7 @@ class ProgressLine:
         elif SKIPPED in trial.user_attrs:
             outcome = f"skipped, {trial.user_attrs[SKIPPED]}"
         else:
-            outcome = f"pruned at epoch {trial.last_step}"
+            outcome = f"pruned at step {trial.last_step}"
         counts = count_trials(study, self.spec.target_trials())
         print(
             f"[{self.spec.study}] trial {trial.number} {trial.state.name}: {outcome} "
@@ -193,6 +199,7 @@ def run_worker(
     _quiet_logs()
     storage = open_storage(storage_url, spec)
     study = open_study(spec, storage, worker_index)
+    record_store(study, sweep_dir)
     heartbeat = isinstance(storage, RDBStorage) and storage.heartbeat_interval is not None
     objective: Callable[[optuna.Trial], float] | None = None
     while True:
@@ -252,6 +259,7 @@ def run_sweep(
     out: str | Path = DEFAULT_ROOT,
     storage_url: str | None = None,
     workers: int = 1,
+    gpus_per_worker: float | None = None,
 ) -> Counts:
     """Run (or resume) a sweep with ``workers`` local processes sharing one storage.
 
@@ -287,10 +295,10 @@ def run_sweep(
     study = open_study(spec, open_storage(url, spec))
     for number in requeue_interrupted(study):
         print(f"[{spec.study}] trial {number} was interrupted: queued again", flush=True)
-    if workers == 1:
+    if workers == 1 and gpus_per_worker is None:
         counts = run_worker(spec, sweep_dir, url)
     else:
-        counts = _run_processes(spec, sweep_dir, url, workers)
+        counts = _run_processes(spec, sweep_dir, url, workers, gpus_per_worker)
     print(f"[{spec.study}] finished: {counts.line()}", flush=True)
     if counts.failed and not counts.complete and not counts.pruned:
         study = optuna.load_study(study_name=spec.study, storage=open_storage(url, spec))
@@ -309,14 +317,20 @@ def _all_failed(spec: SweepSpec, study: optuna.Study, failed: int) -> str:
     )
 
 
-def _run_processes(spec: SweepSpec, sweep_dir: Path, url: str, workers: int) -> Counts:
+def _run_processes(
+    spec: SweepSpec, sweep_dir: Path, url: str, workers: int, gpus_per_worker: float | None
+) -> Counts:
     # Spawned, not forked: each worker starts clean (its own CUDA context, no shared torch
     # state), and the storage URL travels through a pipe rather than a visible command line.
+    environments = worker_environments(workers, gpus_per_worker)  # each worker its own GPUs
+    assigned = assignment_line(environments)
+    if assigned:
+        print(f"[{spec.study}] {assigned}", flush=True)
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(
-            target=run_worker,
-            args=(spec, sweep_dir, url, index, workers),
+            target=run_with_environment,
+            args=(environments[index], run_worker, spec, sweep_dir, url, index, workers),
             name=f"{spec.study}-worker-{index}",
         )
         for index in range(workers)

@@ -39,6 +39,9 @@ TEST_PREDICTIONS = "test_predictions"
 """The CSV of the run's per-scan test predictions."""
 ERROR = "error"
 """Why a failed trial failed."""
+DEVICE = "device"
+"""The device the trial trained on: ``cpu``, or ``cuda:0 = GPU 3 (NVIDIA H200)``
+(:func:`~hydralab.sweeps.devices.describe_device`)."""
 SKIPPED = "skipped"
 """Set on a trial that did not run: another trial holds its point, or it was started past the
 study's target (see :func:`surplus_reason`)."""
@@ -58,6 +61,9 @@ SWEEP = "sweep"
 """The sweep definition the study was made from (:meth:`SweepSpec.fingerprint`)."""
 GRID = "grid"
 """A grid study's distinct points, in the order they are run."""
+ARTIFACTS = "artifacts"
+"""The folder of the study's Optuna artifact store (:mod:`.artifacts`): Optuna does not record
+which store a study uses, so the dashboard and the report read it from here."""
 
 
 def attr_name(metric: str) -> str:

@@ -7,8 +7,9 @@ type cannot express, naming the key below the value it checks.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -89,14 +90,35 @@ def explain(model: type[BaseModel], error: ValidationError) -> tuple[str, str]:
 
 
 def _model_of(field: FieldInfo) -> type[BaseModel] | None:
-    kind = field.annotation
-    return kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
+    """The section a field holds, also when it is optional (``Slurm | None``)."""
+    for kind in (field.annotation, *get_args(field.annotation)):
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            return kind
+    return None
+
+
+BASE_60 = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
+"""What YAML 1.1 reads as a base-60 number: ``4:00:00`` would be 14400."""
+
+
+class SweepLoader(yaml.SafeLoader):
+    """The safe loader, reading ``4:00:00`` as the text it means (a SLURM time limit), not as
+    YAML 1.1's base-60 number 14400, which YAML 1.2 dropped."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is yaml.ScalarNode and implicit[0] and BASE_60.match(value):
+            return "tag:yaml.org,2002:str"
+        return super().resolve(kind, value, implicit)
 
 
 def read_yaml(path: Path) -> Any:
     """A YAML file's data, read with the safe loader: a tag that would build a Python object
     (``!!python/object/apply:...``) is refused, naming the file."""
     try:
-        return yaml.safe_load(Path(path).read_text())
+        loader = SweepLoader(Path(path).read_text())  # what yaml.load does, with our resolver
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as error:
         raise SweepSpecError(f"{path}: not valid YAML: {error}") from error

@@ -84,7 +84,12 @@ class TrainSubjectsCSV(pl.Callback):
 
 
 class PredictionsCSV(BasePredictionWriter):
-    """Write (subject, image, prediction) for every predicted scan to one CSV."""
+    """Write (subject, image, prediction) for every predicted scan to one CSV.
+
+    Args:
+        output: the CSV ``predict`` writes (default ``predictions.csv`` in the working
+            directory).
+    """
 
     def __init__(self, output: str | None = None) -> None:
         super().__init__(write_interval="epoch")
@@ -100,7 +105,7 @@ class PredictionsCSV(BasePredictionWriter):
         index = torch.cat([p["index"] for p in predictions])
         values = torch.cat([p["prediction"] for p in predictions])
         table = prediction_table(trainer.datamodule, "predict", index, values).drop(columns="label")
-        path = Path(self.output) if self.output else Path(trainer.log_dir) / PREDICTIONS
+        path = Path(self.output or PREDICTIONS)
         path.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(path, index=False)
         self.written = path

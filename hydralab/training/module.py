@@ -15,7 +15,6 @@ from typing import Any, Literal, get_args
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from hydralab.data.sets import Method, SetSpec
@@ -35,49 +34,62 @@ LR_SCHEDULES: tuple[str, ...] = get_args(LrSchedule)
 class HydraModule(pl.LightningModule):
     """The training loop's view of a baseline or Hydranet regressor.
 
+    The Args below are also the help of ``hydralab fit --help``, so each says what the option
+    does in a line or two; the reasons are here.
+
+    ``method``, ``k`` and ``p`` stay config keys and saved hyperparameters (configs link them to
+    ``data.*``); the module itself reads them from one :class:`SetSpec`, ``self.sets``.
+
+    ``regressor`` is typed ``BaseRegressor`` rather than any ``nn.Module``: jsonargparse lists
+    every known subclass of the type in ``--help``, ~500 torch.nn classes for ``nn.Module``.
+
+    ``optimizer``/``lr`` are the one way to set the optimiser (the CLI's generic
+    ``--optimizer``/``--lr_scheduler`` are switched off). Their defaults, Adam at 1e-3, are what
+    every shipped config uses: the paper's Adadelta (lr 1.0, rho 0.95) reached validation ICC
+    0.08 in 600 steps where Adam reached 0.71 (docs/method.md). It stays one option away.
+
+    ``memory_chunk``: chunks are pushed through the network with activations recomputed in
+    backward, so memory stops growing with K, at about one more forward pass of time; the loss
+    and gradients are the same. ``memory_chunk_threshold``'s default, 2**24 voxels (about
+    10 GiB of saved float32 activations for ``BaseRegressor``), keeps the CPU and GPU configs'
+    sizes on the faster single-call path.
+
+    ``image_loss_steps``: the set loss alone never left the constant-prediction plateau on the
+    harder built-in task (docs/method.md); 0 is the paper's method.
+
     Args:
-        regressor: the base regressor f, shared by all K slots (default: ``BaseRegressor()``).
-        method: ``baseline`` or ``hydranet``; the data module is linked to the same value.
-        k: scans per virtual sample (1 for the baseline).
-        p: probability of a zero slot (used by the data module; recorded here with the run).
-            ``method``, ``k`` and ``p`` stay config keys and saved hyperparameters (configs link
-            them to ``data.*``); the module itself reads them from one :class:`SetSpec`,
-            ``self.sets``.
-        loss: ``mse`` or ``mae``, computed once per set on the summed prediction.
-        zero_mode: ``paper`` (inference f(x) + (K-1) f(0)), ``anchored`` (f(x) - f(0)) or
-            ``skip`` (empty slots add 0 and are never shown to f; inference f(x)).
-        label_scale: divide labels by this constant while training (predictions are scaled
-            back); ``mean`` or ``std`` take it from the training labels. Stored in checkpoints.
-        optimizer: a ``torch.optim`` class name; Adadelta (lr 1.0, rho 0.95) is the paper's.
+        regressor: the base regressor f of every slot (default ``BaseRegressor``; its
+            options: ``--model.regressor.help BaseRegressor``).
+        method: ``baseline`` or ``hydranet`` (linked to ``data.method``).
+        k: scans per virtual sample (1 for the baseline; linked to ``data.k``).
+        p: probability of an empty slot (linked to ``data.p``).
+        loss: ``mse`` or ``mae``, once per set on the summed prediction.
+        zero_mode: inference ``paper`` f(x) + (K-1) f(0), ``anchored`` f(x) - f(0), or
+            ``skip`` f(x) (empty slots add 0, never shown to f).
+        label_scale: train on labels divided by this (a number, or the training labels'
+            ``mean`` or ``std``); predictions come back in label units.
+        optimizer: a ``torch.optim`` class name; the paper's is ``Adadelta`` (with lr 1.0).
         lr: learning rate.
-        optimizer_kwargs: further optimiser arguments (default ``{"rho": 0.95}`` for Adadelta).
-        lr_schedule: ``none`` or ``cosine`` (annealed over the trainer's total steps).
-        memory_chunk: push at most this many images through the network at once while training,
-            recomputing activations in backward, so memory stops growing with K; same loss and
-            gradients, about one more forward pass of time. ``None`` keeps one call per batch;
-            ``auto`` (the default) chunks only a step whose images hold more than
-            ``memory_chunk_threshold`` voxels in all, so small steps keep the faster single call.
-        memory_chunk_threshold: the most voxels (images x voxels per image) pushed through the
-            network at once under ``memory_chunk: auto``; the default 2**24 (about 10 GiB of
-            saved float32 activations for ``BaseRegressor``) keeps the CPU and GPU configs'
-            sizes on the single-call path. Lower it to fit a smaller GPU.
-        image_loss_steps: Hydranet only: for this many first steps, the loss is the baseline's,
-            per image on the same sets' real members, before the set loss takes over. The set
-            loss alone never left the constant-prediction plateau on the harder built-in task
-            (docs/method.md); 0 (the default) is the paper's method.
+        optimizer_kwargs: further optimiser arguments (Adadelta: rho 0.95 unless given).
+        lr_schedule: ``none`` or ``cosine`` (over the trainer's total steps).
+        memory_chunk: images per network call in training (``auto``: chunk only above
+            ``memory_chunk_threshold``; null: never).
+        memory_chunk_threshold: the most voxels (images x voxels) per call under ``auto``;
+            lower it to fit a smaller GPU.
+        image_loss_steps: Hydranet only: train the first steps on the baseline's per-image loss.
     """
 
     def __init__(
         self,
-        regressor: nn.Module | None = None,
+        regressor: BaseRegressor | None = None,
         method: Method = "baseline",
         k: int = 1,
         p: float = 0.0,
         loss: Loss = "mse",
         zero_mode: ZeroMode = "paper",
         label_scale: LabelScale = 1.0,
-        optimizer: str = "Adadelta",
-        lr: float = 1.0,
+        optimizer: str = "Adam",
+        lr: float = 1e-3,
         optimizer_kwargs: dict[str, Any] | None = None,
         lr_schedule: LrSchedule = "none",
         memory_chunk: ChunkSize = "auto",

@@ -8,9 +8,17 @@ monitor, and, after ``fit``, a test of that best checkpoint.
 
 Work is not lost quietly (docs/robustness.md): a run folder that cannot be created stops the run
 before any scan is read; checkpoints are written atomically (hydralab.training.checkpoints);
-Ctrl-C keeps ``last.ckpt``, and ``--ckpt_path last`` resumes from the newest ``last.ckpt`` of the
-same ``tracking.root/name``. Checkpoints are loaded with ``weights_only=True`` unless
-``--weights_only=false`` is given.
+Ctrl-C keeps ``last.ckpt``, and ``fit --ckpt_path last`` resumes from the newest ``last.ckpt`` of
+the same ``tracking.root/name`` and goes on in that run's folder (its metrics.csv, checkpoints and
+W&B folder). ``predict`` makes no run folder; a start that fails or is interrupted before its first
+step leaves none. Checkpoints are loaded with ``weights_only=True`` unless ``--weights_only=false``
+is given.
+
+What a run prints (hydralab.training.console): one step progress bar with an ETA and the latest
+validation ICC, metrics rounded to four significant digits, and from the command line a closing
+summary of where the outputs went. ``--help`` is kept short (hydralab.training.cli_help), and the
+optimiser is set one way only, ``model.optimizer``/``model.lr`` (LightningCLI's own
+``--optimizer``/``--lr_scheduler`` are off).
 """
 
 from __future__ import annotations
@@ -19,19 +27,18 @@ import argparse
 import contextlib
 import inspect
 import os
+import re
 import signal
 import sys
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger
 
 from hydralab.data.datamodule import HydraDataModule
 from hydralab.training.callbacks import PredictionsCSV, TestPredictionsCSV, TrainSubjectsCSV
@@ -44,31 +51,31 @@ from hydralab.training.checkpoints import (
     find_last_checkpoint,
     read_checkpoint,
 )
+from hydralab.training.cli_help import USAGE, HydraArgumentParser
+from hydralab.training.console import (
+    RunSummary,
+    StepProgressBar,
+    format_metrics,
+    quiet_lightning,
+    wandb_offline_run,
+)
 from hydralab.training.module import HydraModule
-from hydralab.training.runs import RunFolderError, RunInterrupted, claim_run_dir, discard_run_dir
-from hydralab.training.tracking import WandbSummaryCallback, finish_wandb, make_wandb_logger
-
-
-@dataclass
-class Tracking:
-    """Where a run's outputs go and how it appears in W&B.
-
-    Args:
-        root: folder holding all runs; each run gets ``root/name/version_N``.
-        name: experiment name (the run folder's parent, and the W&B run name prefix).
-        project: W&B project.
-        group: W&B group (e.g. a sweep's study name).
-        tags: W&B tags.
-        wandb_mode: ``offline`` (default: no key, no network), ``online`` (needs WANDB_API_KEY
-            in the environment) or ``disabled``.
-    """
-
-    root: str = "runs"
-    name: str = "hydralab"
-    project: str = "hydralab"
-    group: str | None = None
-    tags: list[str] = field(default_factory=list)
-    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+from hydralab.training.outputs import TEST_PREDICTIONS
+from hydralab.training.runs import (
+    RunCSVLogger,
+    RunFolderError,
+    RunInterrupted,
+    claim_run_dir,
+    discard_run_dir,
+    run_dir_of,
+)
+from hydralab.training.tracking import (
+    Tracking,
+    WandbSummaryCallback,
+    finish_wandb,
+    make_wandb_logger,
+)
+from hydralab.training.wandb_media import WandbPredictions
 
 
 class ConfigRejected(ValueError):
@@ -86,19 +93,36 @@ def run_outputs() -> list[Callback]:
 
 
 class HydraCLI(LightningCLI):
-    """LightningCLI with hydralab's run folders, tracking, links and test-after-fit."""
+    """LightningCLI with hydralab's run folders, tracking, links and test-after-fit.
+
+    ``fit --ckpt_path last`` continues the run folder that holds the last checkpoint; ``predict``
+    makes no run folder (its CSV goes where ``--predictions.output`` says); a start that fails
+    before its first step leaves no folder behind.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.run_dir: Path | None = None
+        self.continued = False  # run_dir is an earlier run's folder, resumed by --ckpt_path last
+        self.resume_step = 0  # the checkpoint's global step when resuming
         self.checkpoint: tuple[str, dict[str, Any]] | None = None  # --ckpt_path, its weights
         self.test_metrics: dict[str, float] = {}
+        self.show_metrics = True  # --verbose of validate and test: print the rounded metrics
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("trainer_defaults", {"callbacks": run_outputs()})
+        # One way to set the optimiser: the module's own model.optimizer and model.lr.
+        kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault("parser_class", HydraArgumentParser)  # a --help of a few screens
+        parser_kwargs = dict(kwargs.get("parser_kwargs") or {})
+        for command in self.subcommands():
+            parser_kwargs.setdefault(command, {}).setdefault("usage", USAGE.format(command=command))
+        kwargs["parser_kwargs"] = parser_kwargs
+        quiet_lightning()
         try:
             super().__init__(HydraModule, HydraDataModule, *args, **kwargs)
-        except Exception:
-            # No litter: a start that failed before its first step leaves no run folder.
-            if self.run_dir is not None:
+        except BaseException:
+            # No litter: a start that failed (or was interrupted) before its first step leaves
+            # no run folder. A continued run's folder holds the earlier run: it always stays.
+            if self.run_dir is not None and not self.continued:
                 finish_wandb(1)  # W&B writes into the folder until its run is finished
                 trainer = getattr(self, "trainer", None)
                 discard_run_dir(self.run_dir, trainer.global_step if trainer else 0)
@@ -136,11 +160,17 @@ class HydraCLI(LightningCLI):
         # torch >= 2.6 already defaults to weights_only=True; say so rather than rely on it.
         if section.get("weights_only") is None:
             section["weights_only"] = True
+        if subcommand in ("validate", "test"):
+            # Lightning's table prints 16-digit floats; the runner prints them rounded.
+            self.show_metrics = section.get("verbose", True) is not False
+            section["verbose"] = False
+        continue_last = False
         if section.get("ckpt_path") == "last":
             parent = Path(section["tracking"]["root"]) / section["tracking"]["name"]
             last = find_last_checkpoint(parent)
             if last is not None:
                 section["ckpt_path"] = str(last)
+                continue_last = subcommand == "fit"
             elif subcommand == "fit":
                 # Lightning's convention: "last" with nothing to resume trains from scratch.
                 warnings.warn(
@@ -161,8 +191,13 @@ class HydraCLI(LightningCLI):
             # Before Lightning reads the saved hyperparameters from it: which file, what is wrong.
             init_args = inspect.signature(HydraModule).parameters
             safe = section.get("weights_only") is not False
-            saved = read_checkpoint(path, subcommand == "fit", init_args, safe)["state_dict"]
-            self.checkpoint = (path, saved)
+            saved = read_checkpoint(path, subcommand == "fit", init_args, safe)
+            self.checkpoint = (path, saved["state_dict"])
+            if continue_last:
+                # The run goes on in the folder that holds its last checkpoint.
+                self.run_dir = run_dir_of(Path(path))
+                self.continued = True
+                self.resume_step = int(saved.get("global_step", 0))
 
     def check_ckpt_path(self) -> None:
         """Refuse weights that do not fit the model before the run folder is claimed."""
@@ -172,38 +207,54 @@ class HydraCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         self.check_ckpt_path()
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        # LightningCLI lets a ``callbacks`` keyword replace the config's trainer.callbacks
+        # (a plateau rule, early stopping): add to them instead.
+        configured = _as_list(trainer_config.get("callbacks"))
+        callbacks = [*configured, *kwargs.pop("callbacks", [])]
+        show_bar = trainer_config.get("enable_progress_bar") is not False
+        if show_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(StepProgressBar())
+        plugins = _as_list(trainer_config.get("plugins"))
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            plugins.append(AtomicCheckpointIO())
+        if self.subcommand == "predict":
+            # Predictions go where --predictions.output says: no run folder, no logs, no
+            # config.yaml (LightningCLI would write one into the working directory).
+            self.save_config_callback = None
+            return super().instantiate_trainer(
+                logger=False, plugins=plugins, callbacks=callbacks, **kwargs
+            )
         tracking: Tracking = self._get(self.config_init, "tracking")
-        self.run_dir = claim_run_dir(Path(tracking.root) / tracking.name)
-        loggers: list[Any] = [CSVLogger(self.run_dir, name="", version="")]
+        if self.run_dir is None:
+            self.run_dir = claim_run_dir(Path(tracking.root) / tracking.name)
+        keep = self.resume_step if self.continued else 0
+        if self.continued:  # its checkpoints are the run's own, not another run's to overwrite
+            checkpoints = re.escape(str(self.run_dir / "checkpoints"))
+            warnings.filterwarnings("ignore", f"Checkpoint directory {checkpoints} exists")
+        loggers: list[Any] = [RunCSVLogger(self.run_dir, keep_before_step=keep)]
         if tracking.wandb_mode != "disabled" and self.subcommand in ("fit", "validate", "test"):
             config = self.config.get(str(self.subcommand), self.config).as_dict()
             loggers.append(
                 make_wandb_logger(
                     self.run_dir,
                     project=tracking.project,
-                    name=f"{tracking.name}/{self.run_dir.name}",
+                    name=tracking.wandb_name(self.run_dir),
                     group=tracking.group,
                     job_type=self.model.sets.method,
                     tags=tracking.tags,
                     mode=tracking.wandb_mode,
                     config=config,
+                    log_model=tracking.log_model and self.subcommand == "fit",
                 )
             )
-            # LightningCLI lets a ``callbacks`` keyword replace the config's trainer.callbacks
-            # (a plateau rule, early stopping): add to them instead.
-            configured = self._get(self.config_init, "trainer", default={}).get("callbacks")
-            configured = _as_list(configured)
-            kwargs["callbacks"] = [
-                *configured,
-                *kwargs.get("callbacks", []),
-                WandbSummaryCallback(),
-            ]
-        plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
-        plugins = _as_list(plugins)
-        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
-            plugins.append(AtomicCheckpointIO())
+            callbacks += [WandbSummaryCallback(), WandbPredictions()]
         trainer = super().instantiate_trainer(
-            logger=loggers, default_root_dir=str(self.run_dir), plugins=plugins, **kwargs
+            logger=loggers,
+            default_root_dir=str(self.run_dir),
+            plugins=plugins,
+            callbacks=callbacks,
+            **kwargs,
         )
         # The checkpoint callback's folder follows the run, not Lightning's default location.
         for callback in trainer.callbacks:
@@ -234,18 +285,57 @@ class HydraCLI(LightningCLI):
         checkpoint = self.trainer.checkpoint_callback
         ckpt_path = "best" if checkpoint is not None and checkpoint.best_model_path else None
         results = self.trainer.test(
-            self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, weights_only=True
+            self.model,
+            datamodule=self.datamodule,
+            ckpt_path=ckpt_path,
+            weights_only=True,
+            verbose=False,
         )
         self.test_metrics = dict(results[0]) if results else {}
+        self._print_metrics(self.test_metrics)
+
+    def after_validate(self) -> None:
+        if self.show_metrics:
+            self._print_metrics(self.trainer.callback_metrics)
 
     def after_test(self) -> None:
         self.test_metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
+        if self.show_metrics:
+            self._print_metrics(self.test_metrics)
+
+    def _print_metrics(self, metrics: Mapping[str, Any]) -> None:
+        if self.trainer.is_global_zero and metrics:
+            print(format_metrics({name: float(value) for name, value in metrics.items()}))
+
+    def summary(self) -> RunSummary:
+        """Where this command's outputs are: what the command line prints when it ends."""
+        trainer = getattr(self, "trainer", None)
+        fitted = trainer is not None and self.subcommand == "fit"
+        checkpoint = trainer.checkpoint_callback if fitted else None
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        score = checkpoint.best_model_score if checkpoint is not None else None
+        tested = self.run_dir / TEST_PREDICTIONS if self.run_dir else None
+        writer = next(
+            (c for c in (trainer.callbacks if trainer else []) if isinstance(c, PredictionsCSV)),
+            None,
+        )
+        return RunSummary(
+            run_dir=self.run_dir,
+            best_checkpoint=best or None,
+            monitor=checkpoint.monitor if checkpoint is not None else None,
+            best_score=None if score is None else float(score),
+            test_metrics=self.test_metrics or None,
+            test_predictions=tested if tested and tested.is_file() else None,
+            predictions=getattr(writer, "written", None),
+            wandb_offline_run=wandb_offline_run(),
+        )
 
 
 def run_cli(
     args: Sequence[str] | None = None,
     callbacks: Sequence[Callback] = (),
     exit_on_error: bool = True,
+    summary: bool = False,
 ) -> HydraCLI:
     """Run one ``fit | validate | test | predict`` command; W&B is finished whatever happens.
 
@@ -255,6 +345,9 @@ def run_cli(
     A config the CLI rejects prints the usage and exits with 2 (the command line's convention);
     with ``exit_on_error=False`` it raises :class:`ConfigRejected` instead, so a caller that runs
     many configs (a sweep) records the error and goes on.
+
+    ``summary``: print where the outputs went (run folder, best checkpoint and its score, test
+    ICC and MSE, predictions, the ``wandb sync`` command of an offline run) once it is over.
 
     Ctrl-C: from the command line (``args`` None) the resume hint is printed and the process
     exits with 130; a Python caller gets :class:`RunInterrupted`. Either way the SIGINT handler
@@ -266,13 +359,16 @@ def run_cli(
         sys.argv = argv[:1]
     sigint = signal.getsignal(signal.SIGINT)
     exit_code: int | None = None
+    outputs: RunSummary | None = None
     try:
         defaults = {"callbacks": [*run_outputs(), *callbacks]}
-        return HydraCLI(
+        cli = HydraCLI(
             args=list(args) if args is not None else None,
             trainer_defaults=defaults,
             parser_kwargs={"exit_on_error": exit_on_error},
         )
+        if summary:
+            outputs = cli.summary()  # before W&B is finished: the live run knows its folder
     except RunInterrupted as interrupt:
         exit_code = 130
         if args is None:
@@ -286,6 +382,9 @@ def run_cli(
         sys.argv = argv
         _restore_sigint(sigint)
         finish_wandb(exit_code)
+    if outputs is not None:
+        outputs.print()
+    return cli
 
 
 class _ConfigCheck(HydraCLI):
@@ -344,8 +443,9 @@ def _restore_sigint(handler: Any) -> None:
 def quiet_environment() -> None:
     """Defaults that keep offline W&B quiet and local; the user's environment wins."""
     os.environ.setdefault("WANDB_SILENT", "true")
-    os.environ.setdefault("WANDB_CONSOLE", "off")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
+    # A SLURM client on the machine is not a SLURM job; the sweep launcher runs under srun itself.
+    warnings.filterwarnings("ignore", message="The `srun` command is available on your system")
     # The run folder is ours and already holds config.yaml when the CSV logger first writes.
     warnings.filterwarnings(
         "ignore", message="Experiment logs directory .* exists and is not empty"

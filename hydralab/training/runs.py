@@ -1,10 +1,15 @@
-"""Run folders: one per run, claimed atomically, and removed again when its start fails; and
-the interruption that says how to resume a run."""
+"""Run folders: one per run, claimed atomically, removed again when its start fails, and
+continued by a resume; the metrics log a continued run keeps; and the interruption that says
+how to resume a run."""
 
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import CSVLogger
 
 from hydralab.training.outputs import TRAIN_SUBJECTS
 
@@ -67,6 +72,62 @@ def discard_run_dir(run_dir: Path, trained_steps: int) -> bool:
     return not run_dir.exists()
 
 
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run folder a checkpoint was saved in (``RUN/checkpoints/NAME.ckpt``), which a resumed
+    fit continues instead of claiming a new ``version_N``."""
+    folder = Path(checkpoint).resolve().parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
+class RunCSVLogger(CSVLogger):
+    """Lightning's CSVLogger writing ``metrics.csv`` straight into the run folder.
+
+    Lightning's writer deletes an existing ``metrics.csv`` when it starts. A continued run
+    (``keep_before_step`` > 0, the step of the checkpoint it resumes from) keeps the earlier
+    rows up to that step and appends the rest; rows the interrupted run logged after its last
+    checkpoint are dropped, since those steps are trained again.
+    """
+
+    def __init__(self, run_dir: Path, keep_before_step: int = 0) -> None:
+        super().__init__(run_dir, name="", version="")
+        self.keep_before_step = keep_before_step
+        self._restored = False
+
+    @property
+    def experiment(self) -> Any:
+        if self._restored or self.keep_before_step <= 0:
+            return super().experiment
+        earlier = _read_metrics(Path(self.log_dir) / "metrics.csv", self.keep_before_step)
+        writer = super().experiment  # this deletes the file: write the earlier rows back
+        self._restored = True
+        for step, row in earlier:
+            writer.log_metrics(row, step)
+        writer.save()
+        return writer
+
+
+def _read_metrics(path: Path, before_step: int) -> list[tuple[int, dict[str, float]]]:
+    """The rows of a ``metrics.csv`` logged before ``before_step``, without their empty cells."""
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(newline="") as file:
+        for row in csv.DictReader(file):
+            step = int(float(row.pop("step")))
+            values = {key: _number(value) for key, value in row.items() if value not in ("", None)}
+            if step < before_step:
+                rows.append((step, values))
+    return rows
+
+
+def _number(text: str) -> float:
+    """A metrics.csv cell as it was logged: ``3`` stays an int (an epoch), ``0.25`` a float."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped a run; says where its ``last.ckpt`` is and how to resume.
 
@@ -81,7 +142,7 @@ class RunInterrupted(KeyboardInterrupt):
 
     def resume_hint(self) -> str:
         if self.last is None:
-            return f"interrupted before any checkpoint was saved (run folder {self.run_dir})"
+            return "interrupted before any checkpoint was saved: nothing to resume"
         config = self.last.parent.parent / "config.yaml"
         return (
             f"interrupted; {self.last} holds the last saved state. Resume with: "

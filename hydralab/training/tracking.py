@@ -19,6 +19,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -38,6 +39,42 @@ INIT_TIMEOUT_S = 15.0
 STEP_METRIC = "trainer/global_step"
 """The x axis Lightning's WandbLogger logs every metric against."""
 
+CONSOLE = "wrap"
+"""How W&B captures the console: ``wrap`` tees what Python writes to stdout and stderr into the
+run (``files/output.log``), whatever ``WANDB_CONSOLE`` says, so a run keeps its own log."""
+
+
+@dataclass
+class Tracking:
+    """Where a run's outputs go and how it appears in W&B.
+
+    Args:
+        root: folder holding all runs; each run gets ``root/name/version_N``.
+        name: experiment name (the run folder's parent, and the W&B run name prefix).
+        project: W&B project.
+        group: W&B group (e.g. a sweep's study name).
+        tags: W&B tags.
+        wandb_mode: ``offline`` (default: no key, no network), ``online`` (needs WANDB_API_KEY
+            in the environment) or ``disabled``.
+        run_name: the W&B run's display name (default ``NAME/version_N``); a sweep names each
+            trial's run after its method, training-set size and seed.
+        log_model: log the best checkpoint (and ``last.ckpt``) to W&B as a ``model`` artifact
+            when training ends; ``false`` keeps checkpoints on disk only.
+    """
+
+    root: str = "runs"
+    name: str = "hydralab"
+    project: str = "hydralab"
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    wandb_mode: Mode = "offline"
+    run_name: str | None = None
+    log_model: bool = True
+
+    def wandb_name(self, run_dir: Path) -> str:
+        """The W&B display name of the run in ``run_dir``."""
+        return self.run_name or f"{self.name}/{Path(run_dir).name}"
+
 
 def make_wandb_logger(
     save_dir: Path,
@@ -49,8 +86,13 @@ def make_wandb_logger(
     tags: Sequence[str] = (),
     mode: Mode = "offline",
     config: Mapping[str, Any] | None = None,
+    log_model: bool = False,
 ) -> WandbLogger:
     """A Lightning WandbLogger writing under ``save_dir/wandb``; the run starts on first use.
+
+    The run captures the console (:data:`CONSOLE`). With ``log_model``, Lightning logs the
+    trainer's checkpoints as one ``model`` artifact when training ends successfully: the best
+    as the version aliased ``best``, ``last.ckpt`` as ``latest``.
 
     ``mode`` is handed to ``wandb.init`` rather than set through Lightning's ``offline=True``,
     which would overwrite ``WANDB_MODE`` in ``os.environ`` for the rest of the process.
@@ -91,7 +133,8 @@ def make_wandb_logger(
         tags=[tags] if isinstance(tags, str) else list(tags),
         config=config,
         mode=mode,
-        settings=wandb.Settings(init_timeout=timeout),
+        log_model=log_model,
+        settings=wandb.Settings(init_timeout=timeout, console=CONSOLE),
     )
     # Lightning always passes `anonymous=None`, which current wandb warns about on every run;
     # the setting has no effect, so leave it out of wandb.init's arguments.

@@ -18,7 +18,7 @@ from hydralab.datasets import anatomy
 from hydralab.datasets.anatomy import MAX_PVS, make_anatomy_scan
 from hydralab.datasets.synthetic import CSV_COLUMNS, SyntheticSpec, make_dataset, subject_rng
 
-SIZE = 16
+SIZE = 24  # the designed size: at 16 (3 mm) the pvs region fits fewer than 20 PVS
 NEIGHBOURS_26 = np.ones((3, 3, 3), dtype=bool)
 
 

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
 from hydralab.training.tracking import read_records
 
 if TYPE_CHECKING:
@@ -26,7 +28,8 @@ def read_offline_run(run_dir: Path) -> dict[str, Any]:
             ``latest-run``) or its ``run-<id>.wandb`` file.
 
     Returns:
-        ``{"summary": {...}, "history": [row, ...], "config": {...}, "run": {...}}``.
+        ``{"summary": {...}, "history": [row, ...], "config": {...}, "run": {...},
+        "artifacts": [...], "console": "...", "charts": {...}}``.
         ``summary`` is the run summary as wandb recorded it, so a metric declared through
         ``WandbSummaryCallback`` appears as e.g. ``{"max": 0.9}``. Should a log hold no summary
         records (another wandb version), it is rebuilt from the history: the last value of each
@@ -34,7 +37,10 @@ def read_offline_run(run_dir: Path) -> dict[str, Any]:
         dict per logged step, nested keys joined with ``.``. ``run`` holds ``id``, ``name``,
         ``project``, ``group``, ``job_type``, ``tags`` and ``exit_code`` (``None`` while the
         run has not exited, or if it was killed). wandb's internal ``_wandb`` entries are left
-        out.
+        out of ``config`` and ``summary``. ``artifacts`` holds one dict per logged artifact
+        version (``name``, ``type``, ``aliases``, ``metadata``, ``files``: the paths in its
+        manifest); ``console`` the captured stdout and stderr; ``charts`` each custom chart
+        (``wandb.plot.*``) by key, as its panel config.
 
     Raises:
         FileNotFoundError: no ``run-*.wandb`` file there.
@@ -61,6 +67,8 @@ def _fold_records(records: Iterator[Record]) -> dict[str, Any]:
     declared: dict[str, list[str]] = {}
     saw_summary = False
     run: dict[str, Any] = {"exit_code": None}
+    artifacts: list[dict[str, Any]] = []
+    console: list[str] = []
     for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
@@ -90,11 +98,57 @@ def _fold_records(records: Iterator[Record]) -> dict[str, Any]:
                 declared[record.metric.name] = wanted
         elif kind == "exit":
             run["exit_code"] = record.exit.exit_code
+        elif kind == "artifact":
+            a = record.artifact
+            artifacts.append(
+                {
+                    "name": a.name,
+                    "type": a.type,
+                    "aliases": list(a.aliases),
+                    "metadata": json.loads(a.metadata) if a.metadata else {},
+                    "files": [entry.path for entry in a.manifest.contents],
+                }
+            )
+        elif kind in ("output_raw", "output"):
+            console.append(getattr(record, kind).line)
     if not saw_summary:
         summary = _summary_from_history(history, declared)
+    charts = dict(config.get("_wandb", {}).get("visualize", {}))
     for mapping in (config, summary):
         mapping.pop("_wandb", None)
-    return {"summary": summary, "history": history, "config": config, "run": run}
+    return {
+        "summary": summary,
+        "history": history,
+        "config": config,
+        "run": run,
+        "artifacts": artifacts,
+        "console": "".join(console),
+        "charts": charts,
+    }
+
+
+def logged_tables(run_dir: Path, key: str) -> list[tuple[int | None, pd.DataFrame]]:
+    """Every ``wandb.Table`` logged under ``key``, with the ``trainer/global_step`` of its row,
+    read back from the run's ``files/`` folder.
+
+    Raises:
+        ValueError: a row holds ``key`` as something other than a table.
+    """
+    folder = _find_log(Path(run_dir)).parent
+    tables = []
+    for row in read_offline_run(run_dir)["history"]:
+        value = {
+            name.removeprefix(f"{key}."): v for name, v in row.items() if name.startswith(f"{key}.")
+        }
+        if not value:
+            continue
+        if value.get("_type") != "table-file":
+            raise ValueError(f"{key} at step {row.get('_step')} is not a table: {value}")
+        table = json.loads((folder / "files" / value["path"]).read_text())
+        step = row.get("trainer/global_step")
+        frame = pd.DataFrame(table["data"], columns=table["columns"])
+        tables.append((None if step is None else int(step), frame))
+    return tables
 
 
 def _path(item: Any) -> list[str]:

@@ -311,14 +311,17 @@ def test_ctrl_c_keeps_last_ckpt_and_ckpt_path_last_resumes_from_it(
     assert _step(last) == 4
     assert first_last.is_file()  # an interrupted run never removes checkpoints
 
-    # Resume: "last" is the newest last.ckpt of this tracking.root/name, not the new empty run's.
+    # Resume: "last" is the newest last.ckpt of this tracking.root/name, and the run goes on
+    # in the folder that holds it: no new version_N.
     resumed = run_cli(_args(csv, root, "--trainer.max_steps=6", "--ckpt_path=last"))
+    assert resumed.run_dir == interrupted.resolve()
+    assert len(list((root / "blobs-hydranet").iterdir())) == 2
     config = yaml.safe_load((resumed.run_dir / "config.yaml").read_text())
     assert config["ckpt_path"] == str(last)
     assert config["weights_only"] is True
     assert resumed.trainer.global_step == 6
     steps = pd.read_csv(resumed.run_dir / "metrics.csv")["step"]
-    assert steps.min() >= 3  # logged from step 4 on (0-based rows), not from 0 again
+    assert steps.min() == 0 and steps.max() >= 5  # the first part's rows, then the resumed ones
 
 
 def test_ckpt_path_last_without_a_previous_run(tmp_path: Path, csv: Path):
@@ -343,9 +346,10 @@ def test_a_resumed_run_tests_the_best_checkpoint_of_the_whole_run(tmp_path: Path
     expected, got = whole.trainer.checkpoint_callback, resumed.trainer.checkpoint_callback
     assert Path(got.best_model_path).name == Path(expected.best_model_path).name
     assert _step(Path(got.best_model_path)) == _step(Path(expected.best_model_path)) == 2
-    assert Path(got.best_model_path).parent.parent != resumed.run_dir  # the first part's
+    assert Path(got.best_model_path).parent.parent == resumed.run_dir  # one folder, one run
     assert float(got.best_model_score) == pytest.approx(float(expected.best_model_score))
-    own = pd.read_csv(resumed.run_dir / "metrics.csv")["val/icc_c1"].dropna()
+    metrics = pd.read_csv(resumed.run_dir / "metrics.csv")
+    own = metrics[metrics["step"] >= 4]["val/icc_c1"].dropna()  # resumed from step 4
     assert len(own) == 2 and (own < float(got.best_model_score)).all()
     assert resumed.test_metrics == pytest.approx(whole.test_metrics, abs=1e-6)
     tested = pd.read_csv(resumed.run_dir / TEST_PREDICTIONS)
