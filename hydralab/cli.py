@@ -131,21 +131,26 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="train baseline and Hydranet on the built-in PVS-count data, print the report",
-        description="Make the built-in pvs dataset if absent, train both methods to their "
+        description="Works from any folder: it writes data/ and runs/ into the current one "
+        "and uses the configs shipped with hydralab. Make the built-in pvs dataset if absent, "
+        "train both methods to their "
         "validation plateau (a 4-minute cap per run), test them on 500 scans and print the "
         "report: ICC, MSE, the difference with its interval, and the power line.",
     )
     demo.add_argument("--data", default="data/pvs", help="dataset folder (made if absent)")
     demo.add_argument(
-        "--configs", default="configs/pvs", help="folder with baseline.yaml and hydranet.yaml"
+        "--configs",
+        default="pvs",
+        help="folder with baseline.yaml and hydranet.yaml, or a packaged one's name "
+        "(default pvs: the shipped configs/pvs)",
     )
     demo.add_argument("--root", default="runs/demo", help="where the runs and report go")
     demo.add_argument("--seeds", type=int, default=1, help="training seeds per method (default 1)")
     demo.add_argument(
         "--max-steps",
         type=int,
-        help="cap each run at this many optimiser steps (default: the plateau rule's cap); "
-        "a small number gives a quick end-to-end look",
+        help="train each run for exactly this many optimiser steps instead of to its plateau "
+        "(a small number gives a quick end-to-end look)",
     )
     demo.add_argument(
         "--max-time",
@@ -160,7 +165,11 @@ def _parser() -> argparse.ArgumentParser:
         "interrupted ones are. Start the same command on several machines with one --storage "
         "to share the work.",
     )
-    sweep.add_argument("file", help="sweep file, e.g. sweeps/learning_curve.yaml")
+    sweep.add_argument(
+        "file",
+        help="sweep file, or the name of a packaged one (learning_curve, hpo, ...: hydralab's "
+        "sweeps/ folder)",
+    )
     sweep.add_argument(
         "--storage",
         help="SQLAlchemy URL (sqlite:///x.db, postgresql://user@host/db) or journal file "
@@ -440,6 +449,7 @@ def _make_table(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     import yaml
 
+    from hydralab.resources import find_file
     from hydralab.sweeps.spec import load_spec
 
     given: dict[str, dict[str, object]] = {"--set": {}, "--slurm": {}}
@@ -453,7 +463,7 @@ def _sweep(args: argparse.Namespace) -> int:
             except yaml.YAMLError as error:
                 problem = getattr(error, "problem", None) or type(error).__name__
                 raise ValueError(f"{flag} {item!r}: not valid YAML ({problem})") from None
-    spec = load_spec(args.file).with_changes(
+    spec = load_spec(find_file("sweeps", args.file)).with_changes(
         args.study, args.n_trials, given["--set"], slurm=given["--slurm"]
     )
     if args.status:

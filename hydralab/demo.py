@@ -22,6 +22,7 @@ from hydralab.data.sets import METHODS
 from hydralab.datasets.synthetic import SyntheticSpec, make_dataset
 from hydralab.reports.render import write_report
 from hydralab.reports.run_table import TEST_ICC, TEST_MSE
+from hydralab.resources import packaged_folder
 from hydralab.sweeps.objective import stopping_attrs
 from hydralab.sweeps.trials import STEPS, TEST_PREDICTIONS
 from hydralab.training.outputs import TEST_PREDICTIONS as PREDICTIONS_CSV
@@ -36,7 +37,7 @@ MAX_TIME = "00:00:04:00"
 
 def run_demo(
     data: str | Path = "data/pvs",
-    configs: str | Path = "configs/pvs",
+    configs: str | Path = "pvs",
     root: str | Path = "runs/demo",
     seeds: int = 1,
     max_steps: int | None = None,
@@ -45,11 +46,16 @@ def run_demo(
 ) -> pd.DataFrame:
     """Make the data if absent, fit both methods for each seed, write and print the report.
 
-    ``plateau`` is the stopping rule's config, relative to the parent of ``configs``; None
-    trains for ``max_steps`` without the rule. ``max_steps`` replaces the rule's cap (a quick
-    look, or a test). Returns the runs table the report was made from.
+    ``configs`` is a folder, else the name of a packaged one (``pvs``: the shipped
+    ``configs/pvs``), so the demo runs from any folder; ``data`` and ``root`` are relative to
+    the working directory. ``plateau`` is the stopping rule's config, relative to the parent of
+    ``configs``. ``max_steps`` trains each run for exactly that many steps, without the rule
+    (a quick look, or a test). Returns the runs table the report was made from.
     """
     quiet_environment()
+    configs = Path(configs)
+    if not configs.is_dir() and (packaged_folder("configs") / configs).is_dir():
+        configs = packaged_folder("configs") / configs
     csv = Path(data) / "dataset.csv"
     if not csv.is_file():
         print(f"writing the built-in {DEMO_TASK} dataset to {data} (about 10 s)", flush=True)
@@ -59,9 +65,9 @@ def run_demo(
     for index, (seed, method) in enumerate(plan, start=1):
         print(f"\n[run {index}/{len(plan)}] {method}, seed {seed}", flush=True)
         started = time.perf_counter()
-        args = ["fit", f"--config={Path(configs) / f'{method}.yaml'}"]
-        if plateau is not None:
-            args.append(f"--config={Path(configs).parent / plateau}")
+        args = ["fit", f"--config={configs / f'{method}.yaml'}"]
+        if plateau is not None and max_steps is None:
+            args.append(f"--config={configs.parent / plateau}")
         args += [
             f"--data.csv={csv}",
             f"--seed_everything={seed}",

@@ -78,3 +78,28 @@ def test_demo_makes_the_builtin_data_when_it_is_absent(tmp_path: Path, monkeypat
     with pytest.raises(SystemExit, match="stop after making the data"):
         run_demo(tmp_path / "data", CONFIGS, tmp_path / "runs")
     assert made == [("pvs", 24, tmp_path / "data")]
+
+
+def test_demo_defaults_to_the_packaged_configs_and_writes_into_the_working_folder(
+    tmp_path: Path, monkeypatch
+):
+    """From a folder without configs/: the shipped pvs configs and plateau rule are used, and
+    the data and runs go under the working folder (the full run: tests/test_package.py)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("hydralab.demo.make_dataset", lambda spec, out: None)
+    calls = []
+
+    def fake_fit(args, summary):
+        calls.append(args)
+        raise SystemExit("stop before training")
+
+    monkeypatch.setattr("hydralab.demo.run_cli", fake_fit)
+    with pytest.raises(SystemExit, match="stop before training"):
+        run_demo()
+    (args,) = calls
+    assert args[:3] == [
+        "fit",
+        f"--config={CONFIGS / 'baseline.yaml'}",
+        f"--config={CONFIGS.parent / 'plateau.yaml'}",
+    ]
+    assert "--data.csv=data/pvs/dataset.csv" in args and "--tracking.root=runs/demo" in args

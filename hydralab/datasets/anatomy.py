@@ -266,13 +266,14 @@ def make_anatomy_scan(
         csf = np.clip(csf + fluid * (1.0 - csf), 0.0, 1.0)
         boost = np.zeros_like(gm)
     else:
-        # FLAIR-like: CSF dark, grey above white; lesions brighter than both, with blurred edges:
+        # FLAIR-like: CSF dark, grey above white; lesions 90-130 % over white matter, so brighter
+        # than grey matter too (as WMH are on FLAIR), with blurred edges:
         # the image sees partial volume, the label the binary mask.
         contrast = (rng.uniform(0.7, 0.8), rng.uniform(0.55, 0.62), rng.uniform(0.12, 0.22))
         region = (region_map > 0.5) & (wm > 0.5)
         lesions, count = _insert_wmh(rng, region, wm, distance, spacing)
         label = float(np.count_nonzero(lesions)) * spacing**3
-        boost = ndimage.gaussian_filter(lesions * rng.uniform(0.45, 0.8), 0.5)
+        boost = ndimage.gaussian_filter(lesions * rng.uniform(0.9, 1.3), 0.5)
     clean = BASE_INTENSITY * (contrast[0] * gm + contrast[1] * wm + contrast[2] * csf + 0.02)
     clean = clean * (1.0 + boost)
     bias = _bias_field(rng, size, k)

@@ -28,8 +28,10 @@ from hydralab.sweeps.spec import Dimension, Scalar, SweepSpec, SweepSpecError
 from hydralab.sweeps.storage import journal_path, open_storage, sqlite_path
 from hydralab.sweeps.trials import count_trials
 
-BUILT_IN_DATA = re.compile(r"\bdata/(blobs|lesions)/")
+BUILT_IN_DATA = re.compile(r"(\S*\bdata/(blobs|lesions|pvs|wmh))/dataset\.csv")
 """A dataset path of the built-in tasks, which ``hydralab make-data TASK data/TASK`` writes."""
+MAKE_DATA_OPTIONS = {"pvs": " --size 24", "wmh": " --size 24"}
+"""``make-data`` options the shipped configs of a task need (their crop takes 24^3 scans)."""
 
 
 def needs_check(spec: SweepSpec, url: str) -> bool:
@@ -128,6 +130,7 @@ def _why(error: Exception) -> str:
         text = f"{type(error).__name__}: {text}"
     found = BUILT_IN_DATA.search(text)
     if found and "not found" in text:
-        task = found.group(1)
-        text += f" (the built-in {task} data: run `hydralab make-data {task} data/{task}` first)"
+        folder, task = found.groups()
+        command = f"hydralab make-data {task} {folder}{MAKE_DATA_OPTIONS.get(task, '')}"
+        text += f" (the built-in {task} data: run `{command}` first)"
     return text

@@ -40,7 +40,6 @@ import submitit
 from optuna.trial import FrozenTrial, TrialState
 from submitit.slurm.slurm import SlurmJobEnvironment
 
-from hydralab.sweeps.preflight import check_sweep, needs_check, sampler_points
 from hydralab.sweeps.spec import SweepSpec
 from hydralab.sweeps.storage import (
     STORAGE_ENV,
@@ -51,7 +50,7 @@ from hydralab.sweeps.storage import (
     open_storage,
     resolve_storage_url,
 )
-from hydralab.sweeps.study import open_study, queued_points, run_worker
+from hydralab.sweeps.study import prepare_study, run_worker
 from hydralab.sweeps.trials import (
     OUTPUT_DIR,
     Counts,
@@ -288,17 +287,9 @@ def submit_sweep(
 
 
 def _prepare(spec: SweepSpec, sweep_dir: Path, url: str) -> Counts:
-    """What a local sweep does before its workers start: check every trial's config, make or
-    resume the study, queue interrupted trials again (here, in one process, so once)."""
-    if needs_check(spec, url):
-        points = queued_points(spec) if spec.sampler == "grid" else sampler_points(spec)
-        checked = check_sweep(spec, sweep_dir, points)
-        print(f"[{spec.study}] {checked} distinct config(s) checked", flush=True)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    study = open_study(spec, open_storage(url, spec))
-    for number in requeue_interrupted(study):
-        print(f"[{spec.study}] trial {number} was interrupted: queued again", flush=True)
-    return count_trials(study, spec.target_trials())
+    """What a local sweep does before its workers start (:func:`~.study.prepare_study`), and
+    the study's counts after it."""
+    return count_trials(prepare_study(spec, sweep_dir, url), spec.target_trials())
 
 
 # ------------------------------------------------------------------------------------------------

@@ -286,15 +286,7 @@ def run_sweep(
         flush=True,
     )
     _quiet_logs()
-    if needs_check(spec, url):
-        points = queued_points(spec) if spec.sampler == "grid" else sampler_points(spec)
-        checked = check_sweep(spec, sweep_dir, points)
-        print(f"[{spec.study}] {checked} distinct config(s) checked", flush=True)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    # Made here first, so that workers only load it; interrupted trials are queued once.
-    study = open_study(spec, open_storage(url, spec))
-    for number in requeue_interrupted(study):
-        print(f"[{spec.study}] trial {number} was interrupted: queued again", flush=True)
+    prepare_study(spec, sweep_dir, url)
     if workers == 1 and gpus_per_worker is None:
         counts = run_worker(spec, sweep_dir, url)
     else:
@@ -304,6 +296,21 @@ def run_sweep(
         study = optuna.load_study(study_name=spec.study, storage=open_storage(url, spec))
         raise SweepFailed(_all_failed(spec, study, counts.failed))
     return counts
+
+
+def prepare_study(spec: SweepSpec, sweep_dir: Path, url: str) -> optuna.Study:
+    """What runs once before any worker starts (here, or on a cluster's login node): check
+    every trial's config, make or resume the study so that workers only load it, and queue
+    interrupted trials again (in one process, so once)."""
+    if needs_check(spec, url):
+        points = queued_points(spec) if spec.sampler == "grid" else sampler_points(spec)
+        checked = check_sweep(spec, sweep_dir, points)
+        print(f"[{spec.study}] {checked} distinct config(s) checked", flush=True)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    study = open_study(spec, open_storage(url, spec))
+    for number in requeue_interrupted(study):
+        print(f"[{spec.study}] trial {number} was interrupted: queued again", flush=True)
+    return study
 
 
 def _all_failed(spec: SweepSpec, study: optuna.Study, failed: int) -> str:

@@ -35,12 +35,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from hydralab.data.datamodule import HydraDataModule
+from hydralab.resources import find_file, is_packaged
 from hydralab.training.callbacks import PredictionsCSV, TestPredictionsCSV, TrainSubjectsCSV
 from hydralab.training.checkpoints import (
     CKPT_KEYWORDS,
@@ -146,13 +148,22 @@ class HydraCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse, then make checkpoint loading safe and ``--ckpt_path last`` find the last run.
 
+        ``--config`` values are resolved first: a packaged name, and the data paths of a
+        user's config file relative to that file (:func:`config_arguments`).
+
         The resolved values go into the saved ``config.yaml``: it names the checkpoint resumed.
         """
+        argv = sys.argv
+        if not isinstance(args, Mapping | argparse.Namespace):
+            # Given as args, not also in sys.argv: LightningCLI warns when it sees both.
+            args, sys.argv = config_arguments(argv[1:] if args is None else args), argv[:1]
         try:
             super().parse_arguments(parser, args)
         except argparse.ArgumentError as error:  # only with parser_kwargs exit_on_error=False
             lines = (line.strip() for line in str(error).splitlines())
             raise ConfigRejected(" ".join(line for line in lines if line)) from None
+        finally:
+            sys.argv = argv
         subcommand = self.config.get("subcommand")
         if subcommand is None:
             return
@@ -246,6 +257,7 @@ class HydraCLI(LightningCLI):
                     mode=tracking.wandb_mode,
                     config=config,
                     log_model=tracking.log_model and self.subcommand == "fit",
+                    resume=self.continued,
                 )
             )
             callbacks += [WandbSummaryCallback(), WandbPredictions()]
@@ -423,6 +435,79 @@ def check_config(args: Sequence[str]) -> None:
         _ConfigCheck(args=list(args), parser_kwargs={"exit_on_error": False})
     finally:
         sys.argv = argv
+
+
+DATA_PATHS = ("csv", "predict_path")
+"""The data module's input paths: in a config file outside the package, relative to the file."""
+
+
+def config_arguments(args: Sequence[str]) -> list[str]:
+    """The command line with each ``--config`` resolved, and the data paths its file names.
+
+    - ``--config NAME``: an existing file ``NAME`` wins; otherwise the packaged config of that
+      name (``pvs/hydranet``, ``.yaml`` optional; :mod:`hydralab.resources`). Its own
+      compositions (``trainer: ../trainer_cpu.yaml``) then resolve from where it lies.
+    - A relative ``data.csv`` or ``data.predict_path`` in a config file outside the package (or
+      in the ``data:`` file it composes) is relative to that file's folder when it exists there:
+      it is given right after the ``--config`` as an absolute ``--data.KEY``, so a later
+      ``--config`` or ``--data.KEY`` still wins. Otherwise, and always in a packaged config,
+      it stays relative to the working directory, where ``make-data`` and ``demo`` write (and
+      a run's saved ``config.yaml`` names its data as given).
+    """
+    out: list[str] = []
+    subcommand = False  # options before the subcommand cannot take --data.KEY
+    items = iter(args)
+    for token in items:
+        name, sep, value = token.partition("=")
+        if name not in ("--config", "-c"):
+            subcommand = subcommand or token in LightningCLI.subcommands()
+            out.append(token)
+            continue
+        if not sep:
+            value = next(items, None)
+            if value is None:
+                out.append(token)
+                break
+        path = find_file("configs", value)
+        out.append(f"--config={path}")
+        if subcommand:
+            out += [f"--data.{key}={found}" for key, found in config_data_paths(path).items()]
+    return out
+
+
+def config_data_paths(config: Path) -> dict[str, str]:
+    """The data paths of a config file outside the package that exist relative to it, made
+    absolute (see :func:`config_arguments`)."""
+    data = _read_section(config, "data")
+    folder = config.parent
+    if isinstance(data, str):  # `data: data.yaml`: its paths are relative to that file
+        composed = folder / data
+        data, folder = _read_section(composed, None), composed.parent
+    if not isinstance(data, dict) or is_packaged(folder):
+        return {}
+    data = data.get("init_args", data)
+    found = {}
+    for key in DATA_PATHS:
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, str) and value and "://" not in value:
+            path = folder / value
+            if not Path(value).is_absolute() and path.exists():
+                found[key] = str(path.resolve())
+    return found
+
+
+def _read_section(path: Path, section: str | None) -> Any:
+    """One top-level key of a YAML config file (the whole file for None); None if unreadable
+    (the parser then says what is wrong with it)."""
+    if not path.is_file() or is_packaged(path):
+        return None
+    try:
+        content = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if section is None:
+        return content
+    return content.get(section) if isinstance(content, dict) else None
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -87,6 +87,7 @@ def make_wandb_logger(
     mode: Mode = "offline",
     config: Mapping[str, Any] | None = None,
     log_model: bool = False,
+    resume: bool = False,
 ) -> WandbLogger:
     """A Lightning WandbLogger writing under ``save_dir/wandb``; the run starts on first use.
 
@@ -106,6 +107,10 @@ def make_wandb_logger(
     through a network outage. A key W&B refuses is an error (:class:`WandbKeyError`), not a
     fallback: it will not fix itself.
 
+    ``resume``: the run continues an earlier one in ``save_dir`` (``fit --ckpt_path last``), so
+    it takes the newest earlier run's id with ``resume="allow"``: online, W&B appends to that
+    run; offline, the new folder carries the same id, and `wandb sync` of both fills one run.
+
     Raises:
         ValueError: an unknown ``mode``; ``online`` without ``WANDB_API_KEY``; a config key
             that looks like a credential.
@@ -124,6 +129,8 @@ def make_wandb_logger(
     import wandb
 
     timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", INIT_TIMEOUT_S))
+    earlier = local_run_dirs(save_dir) if resume else []
+    same_run = {"id": run_id(earlier[-1]), "resume": "allow"} if earlier else {}
     logger = FallbackWandbLogger(
         save_dir=os.fspath(save_dir),
         project=project,
@@ -135,6 +142,7 @@ def make_wandb_logger(
         mode=mode,
         log_model=log_model,
         settings=wandb.Settings(init_timeout=timeout, console=CONSOLE),
+        **same_run,
     )
     # Lightning always passes `anonymous=None`, which current wandb warns about on every run;
     # the setting has no effect, so leave it out of wandb.init's arguments.
@@ -287,6 +295,11 @@ def _wait_for_exit_record(log: Path, timeout: float) -> bool:
             return False
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+def run_id(run_dir: Path) -> str:
+    """A local W&B run folder's run id: ``offline-run-20261202_140726-gs7jmurk`` -> ``gs7jmurk``."""
+    return Path(run_dir).name.rsplit("-", 1)[-1]
 
 
 def local_run_dirs(save_dir: Path) -> list[Path]:

@@ -20,7 +20,7 @@ from hydralab.training.stopping import PlateauStopping
 ROOT = Path(__file__).resolve().parents[2]
 PLATEAU_SWEEPS = (
     "learning_curve.yaml",
-    "learning_curve_lesions.yaml",
+    "learning_curve_wmh.yaml",
     "learning_curve_quick.yaml",
     "learning_curve_gpu.yaml",
     "loss_table.yaml",

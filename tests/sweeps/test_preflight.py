@@ -81,15 +81,15 @@ def test_a_set_key_the_cli_does_not_know_is_refused_in_one_line(
 def test_the_built_in_sweep_before_make_data_says_how_to_make_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ):
-    """A fresh checkout: sweeps/learning_curve.yaml reads data/blobs/dataset.csv, not made yet."""
+    """A fresh checkout: sweeps/learning_curve.yaml reads data/pvs/dataset.csv, not made yet."""
     monkeypatch.chdir(tmp_path)
     sweep = ROOT / "sweeps" / "learning_curve.yaml"
     assert main(["sweep", str(sweep), "--out", "out"]) == 2
     line = _refusal(capsys)
     assert line.startswith(f"hydralab: error: {sweep}: space point model.method=")
     assert line.endswith(
-        "dataset CSV not found: data/blobs/dataset.csv (the built-in blobs data: run "
-        "`hydralab make-data blobs data/blobs` first)"
+        "dataset CSV not found: data/pvs/dataset.csv (the built-in pvs data: run "
+        "`hydralab make-data pvs data/pvs --size 24` first)"
     )
     assert list(tmp_path.iterdir()) == []
 

@@ -18,14 +18,16 @@ def test_shipped_sweeps_load_with_the_papers_sizes():
     curve = load_spec(ROOT / "sweeps" / "learning_curve.yaml")
     # 2 methods x N in {12, 20, 30} x 3 seeds, one stopping rule and one cap for every point.
     assert curve.sampler == "grid" and curve.target_trials() == 18
-    assert curve.base_config == ROOT / "configs" / "blobs" / "hydranet.yaml"
+    assert curve.base_config == ROOT / "configs" / "pvs" / "hydranet.yaml"
     assert curve.overrides["trainer.max_steps"] == 20000
     (rule,) = curve.overrides["trainer.callbacks"]
     assert rule["class_path"] == "hydralab.training.stopping.PlateauStopping"
-    lesions = load_spec(ROOT / "sweeps" / "learning_curve_lesions.yaml")
-    assert lesions.space == curve.space and "lesions" in str(lesions.base_config)
+    wmh = load_spec(ROOT / "sweeps" / "learning_curve_wmh.yaml")
+    assert (
+        wmh.space == curve.space and wmh.base_config == ROOT / "configs" / "wmh" / "hydranet.yaml"
+    )
     table = load_spec(ROOT / "sweeps" / "loss_table.yaml")
-    assert table.target_trials() == 12 and "lesions" in str(table.base_config)
+    assert table.target_trials() == 12 and "wmh" in str(table.base_config)
     hpo = load_spec(ROOT / "sweeps" / "hpo.yaml")
     assert hpo.sampler == "tpe" and hpo.pruning and hpo.target_trials() == hpo.n_trials
     assert hpo.space["model.k"].integer and (

@@ -14,7 +14,7 @@ from hydralab.data.nifti import DatasetError
 from hydralab.training.checkpoints import LAST_CHECKPOINT
 from hydralab.training.runner import run_cli
 from hydralab.training.runs import RunInterrupted
-from hydralab.training.tracking import local_run_dirs
+from hydralab.training.tracking import local_run_dirs, run_id
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -56,8 +56,9 @@ def test_ckpt_path_last_continues_the_same_run_folder(tiny_csv: Path, tmp_path: 
         metrics[kept.columns].iloc[: len(kept)].reset_index(drop=True), kept, check_dtype=False
     )
     assert metrics["step"].max() >= 7 and metrics["val/icc_c1"].notna().sum() >= 4
-    # Both parts' W&B runs are in the run's folder: tracking is handed the same folder.
-    assert len(local_run_dirs(run)) == 2
+    # Both parts' W&B runs are in the run's folder, as one W&B run: the second resumes the id.
+    parts = local_run_dirs(run)
+    assert len(parts) == 2 and run_id(parts[0]) == run_id(parts[1])
 
 
 @pytest.mark.slow
