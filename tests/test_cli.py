@@ -211,9 +211,7 @@ def test_a_missing_config_file_and_a_bad_override_are_named(
 ):
     missing = tmp_path / "nope.yaml"
     assert main(["fit", f"--config={missing}"]) == 2
-    assert capsys.readouterr().err == (
-        f"hydralab: error: Parser key \"config\": File does not exist: '{missing}'\n"
-    )
+    assert capsys.readouterr().err == f"hydralab: error: --config {missing}: no such file\n"
     # Set on the command line, which wins over the file: no file is blamed.
     base = f"--config={CONFIGS / 'blobs' / 'baseline.yaml'}"
     assert main(["fit", base, "--model.lr=-1", f"--tracking.root={tmp_path}"]) == 2

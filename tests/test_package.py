@@ -193,3 +193,10 @@ def test_demo_runs_end_to_end_from_an_empty_folder(tmp_path: Path):
         run = tmp_path / "runs" / "demo" / f"{method}-s0" / "version_0"
         assert (run / "test_predictions.csv").is_file()
     assert (tmp_path / "runs" / "demo" / "report" / "demo.md").is_file()
+
+
+def test_an_unknown_config_name_is_one_line_listing_the_shipped_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"--config pvs/nothing: no such file") as error:
+        config_arguments(["fit", "--config", "pvs/nothing"])
+    assert "pvs/hydranet" in str(error.value) and "\n" not in str(error.value)

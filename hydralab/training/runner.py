@@ -42,7 +42,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from hydralab.data.datamodule import HydraDataModule
-from hydralab.resources import find_file, is_packaged
+from hydralab.resources import available, find_file, is_packaged
 from hydralab.training.callbacks import PredictionsCSV, TestPredictionsCSV, TrainSubjectsCSV
 from hydralab.training.checkpoints import (
     CKPT_KEYWORDS,
@@ -469,6 +469,13 @@ def config_arguments(args: Sequence[str]) -> list[str]:
                 out.append(token)
                 break
         path = find_file("configs", value)
+        if not path.is_file():
+            shipped = (
+                ""
+                if path.is_absolute()
+                else (f", and no shipped config of that name ({', '.join(available('configs'))})")
+            )
+            raise ValueError(f"--config {value}: no such file{shipped}")
         out.append(f"--config={path}")
         if subcommand:
             out += [f"--data.{key}={found}" for key, found in config_data_paths(path).items()]
