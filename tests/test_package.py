@@ -192,6 +192,8 @@ def test_demo_runs_end_to_end_from_an_empty_folder(tmp_path: Path):
     for method in ("baseline", "hydranet"):
         run = tmp_path / "runs" / "demo" / f"{method}-s0" / "version_0"
         assert (run / "test_predictions.csv").is_file()
+        # W&B's files too, even with a W&B service inherited from pytest (its own cwd).
+        assert list((run / "wandb").glob("offline-run-*/files/output.log")), method
     assert (tmp_path / "runs" / "demo" / "report" / "demo.md").is_file()
 
 

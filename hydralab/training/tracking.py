@@ -124,7 +124,9 @@ def make_wandb_logger(
         )
     config = dict(config or {})
     _reject_credentials(config)
-    save_dir = Path(save_dir)
+    # Absolute: a W&B service inherited from a parent process (WANDB_SERVICE) resolves a
+    # relative folder against its own working directory, not this process's.
+    save_dir = Path(save_dir).resolve()
     save_dir.mkdir(parents=True, exist_ok=True)
     import wandb
 
