@@ -475,7 +475,7 @@ def config_arguments(args: Sequence[str]) -> list[str]:
                 if path.is_absolute()
                 else (f", and no shipped config of that name ({', '.join(available('configs'))})")
             )
-            raise ValueError(f"--config {value}: no such file{shipped}")
+            raise ConfigRejected(f"--config {value}: no such file{shipped}")
         out.append(f"--config={path}")
         if subcommand:
             out += [f"--data.{key}={found}" for key, found in config_data_paths(path).items()]

@@ -46,7 +46,7 @@ def test_a_rejected_config_raises_its_one_line_error(
 
 
 def test_a_missing_config_file_is_rejected(tmp_path: Path):
-    with pytest.raises(ConfigRejected, match="File does not exist"):
+    with pytest.raises(ConfigRejected, match="missing.yaml: no such file"):
         run_cli(["fit", f"--config={tmp_path / 'missing.yaml'}"], exit_on_error=False)
 
 
