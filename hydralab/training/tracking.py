@@ -14,6 +14,7 @@ exit record, and the tests (tests/helpers/wandb_log.py) read whole runs back wit
 from __future__ import annotations
 
 import os
+import re
 import struct
 import sys
 import time
@@ -299,17 +300,29 @@ def _wait_for_exit_record(log: Path, timeout: float) -> bool:
         delay = min(delay * 2, 0.1)
 
 
+RUN_FOLDER = re.compile(r"run-(?P<time>\d{8}_\d{6})-(?P<id>[A-Za-z0-9]+)(?:-\d+)?$")
+"""``<prefix>run-<YYYYmmdd_HHMMSS>-<id>``, and ``-N`` after it when W&B starts the same id twice
+within one second (a fast resume)."""
+
+
 def run_id(run_dir: Path) -> str:
-    """A local W&B run folder's run id: ``offline-run-20261202_140726-gs7jmurk`` -> ``gs7jmurk``."""
-    return Path(run_dir).name.rsplit("-", 1)[-1]
+    """A local W&B run folder's run id: ``offline-run-20261202_140726-gs7jmurk(-1)`` ->
+    ``gs7jmurk``."""
+    name = Path(run_dir).name
+    found = RUN_FOLDER.search(name)
+    return found["id"] if found else name
 
 
 def local_run_dirs(save_dir: Path) -> list[Path]:
     """Run folders under ``save_dir/wandb`` (offline and synced-online), oldest first."""
     wandb_dir = Path(save_dir) / "wandb"
-    runs = [p for p in wandb_dir.glob("*run-*-*") if p.is_dir() and not p.is_symlink()]
-    # <prefix>run-<YYYYmmdd_HHMMSS>-<id>: order by the timestamp whatever the prefix.
-    return sorted(runs, key=lambda p: (p.name.rsplit("-", 2)[-2], p.name))
+    runs = [
+        p
+        for p in wandb_dir.glob("*run-*-*")
+        if p.is_dir() and not p.is_symlink() and RUN_FOLDER.search(p.name)
+    ]
+    # Order by the timestamp whatever the prefix; within one second, a -N suffix comes later.
+    return sorted(runs, key=lambda p: (RUN_FOLDER.search(p.name)["time"], len(p.name), p.name))
 
 
 # --------------------------------------------------------------------------------------------

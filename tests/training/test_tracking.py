@@ -321,3 +321,20 @@ def test_a_key_wandb_refuses_is_one_error_naming_the_variable(
     assert time.monotonic() - start < 30
     assert "tiny-key" not in str(error.value) and "\n" not in str(error.value)
     assert "--tracking.wandb_mode=offline" in str(error.value)
+
+
+def test_run_folders_are_ordered_and_named_by_id_even_when_w_and_b_adds_a_suffix(tmp_path):
+    """A resume within the same second as the first start gets ``<id>-1``: still the same run."""
+    from hydralab.training.tracking import local_run_dirs, run_id
+
+    names = [
+        "offline-run-20261202_153419-pak4ccvx-1",
+        "offline-run-20261202_153419-pak4ccvx",
+        "run-20261202_153418-older1",
+        "offline-run-not-a-run",
+    ]
+    for name in names:
+        (tmp_path / "wandb" / name).mkdir(parents=True)
+    found = local_run_dirs(tmp_path)
+    assert [p.name for p in found] == [names[2], names[1], names[0]]
+    assert [run_id(p) for p in found] == ["older1", "pak4ccvx", "pak4ccvx"]
